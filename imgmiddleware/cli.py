@@ -1,0 +1,117 @@
+"""The ``imgmiddleware`` command: ``serve`` (gunicorn in front of the middleware) and ``process``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .config import Config
+
+SAMPLES = Path(__file__).resolve().parent / "samples"
+TRY_PROCESSES = (
+    "image/resize,w_200",
+    "image/resize,m_fill,w_160,h_160/circle,r_80/format,png",
+    "image/crop,w_200,h_200,g_center/rotate,90",
+    "image/resize,w_300/blur,r_3,s_2/format,webp",
+    "image/info",
+)
+
+
+def load_config(path: str | None) -> Config:
+    if path:
+        return Config.load(path)
+    local = Path("conf") / "imgmiddleware.toml"
+    return Config.load(local if local.is_file() else None)
+
+
+def build_app(root: str, config: Config):
+    from .middleware import ImageMiddleware
+    from .origins.static import static_app
+
+    return ImageMiddleware(static_app(root), config)
+
+
+def example_urls(base: str, root: str) -> list[str]:
+    names = sorted(p.name for p in Path(root).iterdir() if p.suffix.lower() in
+                   (".jpg", ".jpeg", ".png", ".gif", ".webp"))[:2]
+    urls = [f"{base}/{name}" for name in names[:1]]
+    for name in names:
+        urls += [f"{base}/{name}?x-oss-process={p}" for p in TRY_PROCESSES]
+    return urls
+
+
+def serve(args: argparse.Namespace) -> int:
+    from gunicorn.app.base import BaseApplication
+
+    config = load_config(args.config)
+    root = args.root
+    application = build_app(root, config)
+
+    class Server(BaseApplication):
+        def load_config(self):
+            self.cfg.set("bind", args.bind)
+            self.cfg.set("workers", args.workers)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("threads", args.threads)
+            self.cfg.set("timeout", 60)
+            self.cfg.set("when_ready", lambda server: print_urls(server, root))
+
+        def load(self):
+            return application
+
+    Server().run()
+    return 0
+
+
+def print_urls(server, root: str) -> None:
+    for sock in server.LISTENERS:
+        host, port = sock.sock.getsockname()[:2]
+        base = f"http://{host}:{port}"
+        print(f"imgmiddleware is serving {root} at {base}; try:", flush=True)
+        for url in example_urls(base, root):
+            print("  " + url, flush=True)
+
+
+def process(args: argparse.Namespace) -> int:
+    """Run one process string on a local file, offline; for trying and scripting."""
+    from .errors import OssError
+    from .process import parse, run
+
+    config = load_config(args.config)
+    data = Path(args.input).read_bytes()
+    try:
+        result = run(parse(args.process, config), data, config)
+    except OssError as err:
+        print(f"{err.status} {err.code} {err.ec or ''}: {err.message}", file=sys.stderr)
+        return 1
+    Path(args.output).write_bytes(result.body)
+    print(f"{args.output}: {result.content_type}, {len(result.body)} bytes")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="imgmiddleware", description=__doc__)
+    parser.add_argument("--config", help="TOML config file (default: conf/imgmiddleware.toml if present)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_serve = sub.add_parser("serve", help="serve a folder through the middleware with gunicorn")
+    p_serve.add_argument("--root", default=os.fspath(SAMPLES), help="folder to serve (default: samples)")
+    p_serve.add_argument("--bind", default="127.0.0.1:8080")
+    p_serve.add_argument("--workers", type=int, default=2)
+    p_serve.add_argument("--threads", type=int, default=4)
+    p_serve.set_defaults(func=serve)
+
+    p_proc = sub.add_parser("process", help="apply a process string to a local file")
+    p_proc.add_argument("input")
+    p_proc.add_argument("process", help="e.g. image/resize,w_100/format,webp")
+    p_proc.add_argument("output")
+    p_proc.set_defaults(func=process)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

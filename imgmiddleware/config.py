@@ -1,0 +1,85 @@
+"""One typed, validated Config: every limit and default of the service, each with its OSS source.
+
+Load order: the dataclass defaults below (OSS's published values), then a TOML file (conf/imgmiddleware.toml
+or a path you pass), then environment variables ``IMGMW_<FIELD NAME IN UPPER CASE>``. Unknown keys are an
+error, so a typo in a config file never passes silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Config:
+    # --- source limits, checked on the header before any pixel is decoded (spec §2) ---
+    max_source_bytes: int = 20 * MB            # OSS: source object <= 20 MB
+    max_source_side: int = 30_000              # OSS: each side <= 30,000 px (EC 0040-00000009)
+    max_source_pixels: int = 250_000_000       # OSS: W x H x frames <= 250,000,000 (EC 0040-00000009)
+    max_rotate_side: int = 4096                # OSS: rotate / auto-orient source sides <= 4096 px
+    # --- output limits (spec §2, §5.1) ---
+    max_output_side: int = 16_384              # OSS: resize output side <= 16,384 (EC 0040-00000007)
+    max_output_pixels: int = 16_777_216        # OSS: resize output W x H <= 4096^2 (EC 0040-00000007)
+    # --- request language (spec §1.1) ---
+    max_process_length: int = 4096             # OSS: capped, number unpublished (EC 0017-00000288)
+    accept_jpeg_alias: bool = False            # OSS rejects format,jpeg (EC 0040-00000206)
+    # --- encoder defaults (spec §3.3: OSS uses a fixed, unpublished default) ---
+    jpeg_quality: int = 90
+    webp_quality: int = 90
+    avif_quality: int = 80
+    png_compression: int = 6                   # zlib level, as libpng's default
+    avif_speed: int = 8                        # libavif 0 (slow, small) .. 10 (fast); 8 keeps AVIF interactive
+    # --- engine ---
+    shrink_on_load: bool = True                # JPEG DCT-domain reduced decode when geometry allows
+    # --- identity in error bodies (spec §7 HostId) ---
+    host_id: str = ""                          # empty: the request's Host header
+    styles: dict = field(default_factory=dict, hash=False, compare=False)  # name -> "image/..." (issue 6)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type == "int" and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise ValueError(f"config {f.name} must be a non-negative integer, got {value!r}")
+        for name in ("jpeg_quality", "webp_quality", "avif_quality"):
+            if not 1 <= getattr(self, name) <= 100:
+                raise ValueError(f"config {name} must be within 1..100")
+        if not 0 <= self.png_compression <= 9:
+            raise ValueError("config png_compression must be within 0..9")
+        if not 0 <= self.avif_speed <= 10:
+            raise ValueError("config avif_speed must be within 0..10")
+
+    def replace(self, **changes) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, environ: dict | None = None) -> "Config":
+        """Defaults, then the TOML file (if any), then IMGMW_* environment variables."""
+        values: dict = {}
+        if path is not None:
+            with open(path, "rb") as fh:
+                values.update(tomllib.load(fh))
+        env = os.environ if environ is None else environ
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        for name, typ in types.items():
+            raw = env.get("IMGMW_" + name.upper())
+            if raw is None:
+                continue
+            if typ == "int":
+                values[name] = int(raw)
+            elif typ == "bool":
+                values[name] = raw.strip().lower() in ("1", "true", "yes", "on")
+            elif typ == "str":
+                values[name] = raw
+        unknown = set(values) - set(types)
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "conf" / "imgmiddleware.toml"

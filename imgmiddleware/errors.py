@@ -1,0 +1,109 @@
+"""The OSS error model: one exception type that knows its HTTP status, Code, EC and message.
+
+Every failure a client can cause is raised as an :class:`OssError` somewhere below the middleware
+and turned into OSS's XML body and headers in exactly one place (:meth:`OssError.to_response`).
+Codes and ECs come from the spec (§7, §8); where OSS publishes no EC we send none rather than invent one.
+"""
+
+from __future__ import annotations
+
+import os
+from xml.sax.saxutils import escape
+
+# Statuses for the Code values OSS uses (spec §7).
+STATUS_BY_CODE = {
+    "InvalidArgument": 400,
+    "BadRequest": 400,
+    "MissingArgument": 400,
+    "ImageTooLarge": 400,
+    "MemLimitExceeded": 400,
+    "WatermarkError": 400,
+    "AccessDenied": 403,
+    "SignatureDoesNotMatch": 403,
+    "NoSuchKey": 404,
+    "NoSuchBucket": 404,
+    "NoSuchStyle": 404,
+    "InternalError": 500,
+    "NotImplemented": 501,
+}
+
+RECOMMEND_DOC = "https://api.aliyun.com/troubleshoot?q="
+
+
+def new_request_id() -> str:
+    """24 upper-case hex characters, the shape of an OSS x-oss-request-id."""
+    return os.urandom(12).hex().upper()
+
+
+def invalid_value_message(key: str, value: str) -> str:
+    """OSS's own wording for a rejected parameter (spec §7, known from the style-name EC)."""
+    return f"The value: {value} of parameter: {key} is invalid."
+
+
+class OssError(Exception):
+    """A client-visible failure: raise it anywhere, the middleware renders it."""
+
+    def __init__(self, code: str, message: str, ec: str | None = None,
+                 status: int | None = None, **extra: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ec = ec
+        self.status = status if status is not None else STATUS_BY_CODE.get(code, 400)
+        self.extra = extra  # additional XML elements, e.g. Key for NoSuchKey
+
+    def __repr__(self) -> str:
+        return f"OssError({self.status} {self.code} ec={self.ec}: {self.message})"
+
+    def to_xml(self, request_id: str, host_id: str) -> bytes:
+        parts = [
+            '<?xml version="1.0" encoding="UTF-8"?>\n<Error>\n',
+            f"  <Code>{escape(self.code)}</Code>\n",
+            f"  <Message>{escape(self.message)}</Message>\n",
+            f"  <RequestId>{escape(request_id)}</RequestId>\n",
+            f"  <HostId>{escape(host_id)}</HostId>\n",
+        ]
+        for name, value in self.extra.items():
+            parts.append(f"  <{name}>{escape(str(value))}</{name}>\n")
+        if self.ec:
+            parts.append(f"  <EC>{escape(self.ec)}</EC>\n")
+            parts.append(f"  <RecommendDoc>{escape(RECOMMEND_DOC + self.ec)}</RecommendDoc>\n")
+        parts.append("</Error>\n")
+        return "".join(parts).encode("utf-8")
+
+    def to_response(self, request_id: str, host_id: str) -> tuple[str, list[tuple[str, str]], bytes]:
+        """(status line, headers, body) ready for a WSGI start_response."""
+        from http import HTTPStatus
+
+        body = self.to_xml(request_id, host_id)
+        headers = [
+            ("Content-Type", "application/xml"),
+            ("Content-Length", str(len(body))),
+            ("x-oss-request-id", request_id),
+        ]
+        if self.ec:
+            headers.append(("x-oss-ec", self.ec))
+        try:
+            phrase = HTTPStatus(self.status).phrase
+        except ValueError:
+            phrase = "Error"
+        return f"{self.status} {phrase}", headers, body
+
+
+# Constructors for errors raised from more than one place. Keeping them here keeps the wording one.
+
+def invalid_argument(key: str, value: str, ec: str | None) -> OssError:
+    return OssError("InvalidArgument", invalid_value_message(key, value), ec)
+
+
+def unsupported_source(detail: str = "The image format is not supported.") -> OssError:
+    return OssError("BadRequest", detail, "0040-00000005")
+
+
+def source_too_large(detail: str) -> OssError:
+    # OSS's FAQ names this MemLimitExceeded; its EC page (0040-00000009) covers size and pixels.
+    return OssError("ImageTooLarge", detail, "0040-00000009")
+
+
+def rotation_range_exceeded() -> OssError:
+    return OssError("BadRequest", "Picture exceed the maximum allowable rotation range")

@@ -1,0 +1,1 @@
+"""Pixel primitives that know nothing of OSS: probe, decode, orientation, resampling, encode."""

@@ -1,0 +1,54 @@
+"""Encode once, with OpenCV. Knows each output format's MIME type, options and whether it keeps alpha."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .pixels import flatten_on
+
+MIME = {
+    "jpg": "image/jpeg", "png": "image/png", "webp": "image/webp", "bmp": "image/bmp",
+    "gif": "image/gif", "tiff": "image/tiff", "avif": "image/avif", "heic": "image/heic",
+}
+# Formats whose encoder keeps an alpha channel. GIF's one-bit transparency is not carried yet.
+KEEPS_ALPHA = {"png", "webp", "bmp", "tiff", "avif", "heic"}
+EXTENSION = {"jpg": ".jpg", "png": ".png", "webp": ".webp", "bmp": ".bmp", "gif": ".gif",
+             "tiff": ".tiff", "avif": ".avif"}
+
+
+class EncodeError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    format: str
+    quality: int                 # used by jpg, webp, avif
+    progressive: bool = False    # jpg only (interlace,1)
+    png_compression: int = 6
+    avif_speed: int = 8
+
+
+def encode(img: np.ndarray, opts: EncodeOptions) -> bytes:
+    if opts.format not in KEEPS_ALPHA:
+        img = flatten_on(img)
+    ext = EXTENSION.get(opts.format)
+    if ext is None:
+        raise EncodeError(f"Encoding {opts.format} is not available.")
+    params: list[int] = []
+    if opts.format == "jpg":
+        params = [cv2.IMWRITE_JPEG_QUALITY, opts.quality,
+                  cv2.IMWRITE_JPEG_PROGRESSIVE, int(opts.progressive)]
+    elif opts.format == "webp":
+        params = [cv2.IMWRITE_WEBP_QUALITY, opts.quality]   # 1..100 is lossy; OpenCV's default is lossless
+    elif opts.format == "png":
+        params = [cv2.IMWRITE_PNG_COMPRESSION, opts.png_compression]
+    elif opts.format == "avif":
+        params = [cv2.IMWRITE_AVIF_QUALITY, opts.quality, cv2.IMWRITE_AVIF_SPEED, opts.avif_speed]
+    ok, buf = cv2.imencode(ext, img, params)
+    if not ok:
+        raise EncodeError(f"Encoding {opts.format} failed.")
+    return buf.tobytes()

@@ -1,0 +1,136 @@
+"""Header-only probing with Pillow: format, size, frames, EXIF orientation, JPEG quality.
+
+Pillow parses headers lazily, so probing a 20 MB JPEG reads a few kilobytes; pixels are never decoded
+here. That is what lets limits be enforced before any decoding work (spec §2).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+# Pillow's format names -> OSS's format words (info's Format, format,<f>).
+OSS_FORMAT = {
+    "JPEG": "jpg", "MPO": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp",
+    "TIFF": "tiff", "AVIF": "avif", "HEIF": "heic",
+}
+
+ORIENTATION_TAG = 0x0112
+
+
+class ProbeError(Exception):
+    """The bytes are not an image we can read; ``reason`` says why in words for the client."""
+
+
+class TooManyPixels(ProbeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Probe:
+    format: str                 # OSS word: jpg, png, gif, webp, bmp, tiff, avif, heic
+    width: int                  # as stored (before EXIF orientation)
+    height: int
+    frames: int
+    orientation: int            # EXIF Orientation 1..8 (1 when absent or invalid)
+    mode: str                   # Pillow mode: L, RGB, RGBA, P, CMYK, I;16 ...
+    progressive: bool
+    quantization: tuple         # JPEG quantisation tables (empty for other formats)
+    image: Image.Image          # the lazily opened Pillow image, for EXIF reads (info)
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height * self.frames
+
+    @property
+    def rotates(self) -> bool:
+        """Whether applying the orientation needs a rotation (not only a flip)."""
+        return self.orientation in (3, 5, 6, 7, 8)
+
+    @property
+    def oriented_size(self) -> tuple[int, int]:
+        if self.orientation in (5, 6, 7, 8):
+            return self.height, self.width
+        return self.width, self.height
+
+    @cached_property
+    def jpeg_quality(self) -> int | None:
+        return estimate_jpeg_quality(self.quantization) if self.quantization else None
+
+
+def sniff_heif(data: bytes) -> bool:
+    """ISO-BMFF 'ftyp' box naming a HEIF brand: tells a HEIC upload from garbage without a decoder."""
+    return data[4:8] == b"ftyp" and data[8:12] in (b"heic", b"heix", b"hevc", b"hevx", b"mif1", b"msf1")
+
+
+def probe(data: bytes | memoryview) -> Probe:
+    try:
+        im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise TooManyPixels(str(exc)) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        if sniff_heif(bytes(data[:16])):
+            raise ProbeError("HEIC/HEIF sources need the optional 'heif' extra "
+                             "(pip install 'imgmiddleware[heif]').") from None
+        raise ProbeError("The image format is not supported.") from exc
+    fmt = OSS_FORMAT.get(im.format or "")
+    if fmt is None:
+        raise ProbeError(f"The image format {im.format} is not supported.")
+    try:
+        frames = int(getattr(im, "n_frames", 1) or 1)
+    except Exception:  # a truncated animation: count what Pillow could read
+        frames = 1
+    try:
+        orientation = int(im.getexif().get(ORIENTATION_TAG, 1))
+    except Exception:
+        orientation = 1
+    if not 1 <= orientation <= 8:
+        orientation = 1
+    quant = getattr(im, "quantization", None) or {}
+    return Probe(
+        format=fmt,
+        width=im.width,
+        height=im.height,
+        frames=frames,
+        orientation=orientation,
+        mode=im.mode,
+        progressive=bool(im.info.get("progressive") or im.info.get("progression")),
+        quantization=tuple(tuple(quant[k]) for k in sorted(quant)),
+        image=im,
+    )
+
+
+# --- JPEG quality estimation -------------------------------------------------------------------------
+# libjpeg scales the Annex K tables by a factor derived from the quality (jcparam.c). Comparing the sum
+# of each candidate's table with the file's recovers the quality exactly for libjpeg-made files and
+# closely for others; sums make the comparison independent of zigzag vs natural order.
+
+_STD_LUMA = np.array([
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], dtype=np.int64)
+_STD_CHROMA = np.array([
+    17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
+    47, 66, 99, 99, 99, 99, 99, 99] + [99] * 32, dtype=np.int64)
+
+
+def _candidate_sums(std: np.ndarray) -> np.ndarray:
+    qualities = np.arange(1, 101)
+    scale = np.where(qualities < 50, 5000 // qualities, 200 - 2 * qualities)
+    tables = np.clip((std[None, :] * scale[:, None] + 50) // 100, 1, 255)
+    return tables.sum(axis=1)
+
+
+_LUMA_SUMS = _candidate_sums(_STD_LUMA)
+_CHROMA_SUMS = _candidate_sums(_STD_CHROMA)
+
+
+def estimate_jpeg_quality(tables: tuple) -> int:
+    error = np.abs(_LUMA_SUMS - sum(tables[0])).astype(np.float64)
+    if len(tables) > 1:
+        error += np.abs(_CHROMA_SUMS - sum(tables[1]))
+    return int(np.argmin(error)) + 1

@@ -1,0 +1,189 @@
+"""The declarative vocabulary every OSS action is written in.
+
+An action module declares one :class:`ActionSpec`: its parameters (key, kind, default, EC), whether it
+takes a positional value, what EC a missing value raises, and the function that runs it. The parser,
+the validator, the canonical cache-key string and the compatibility table are all derived from these
+specs, so a parameter is described exactly once.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from ..errors import OssError, invalid_argument
+
+_INT_RE = re.compile(r"-?[0-9]+\Z")
+_HEX6_RE = re.compile(r"[0-9A-Fa-f]{6}\Z")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Parameter kinds: each turns the raw text of a value into a Python value or raises ValueError.
+
+@dataclass(frozen=True)
+class IntRange:
+    lo: int
+    hi: int
+
+    def convert(self, raw: str) -> int:
+        if not _INT_RE.match(raw):
+            raise ValueError(raw)
+        value = int(raw)
+        if not self.lo <= value <= self.hi:
+            raise ValueError(raw)
+        return value
+
+    def canon(self, value: int) -> str:
+        return str(value)
+
+    def describe(self) -> str:
+        return f"integer {self.lo}..{self.hi}"
+
+
+@dataclass(frozen=True)
+class Choice:
+    values: tuple[str, ...]
+
+    def convert(self, raw: str) -> str:
+        if raw not in self.values:
+            raise ValueError(raw)
+        return raw
+
+    def canon(self, value: str) -> str:
+        return value
+
+    def describe(self) -> str:
+        return " | ".join(self.values)
+
+
+@dataclass(frozen=True)
+class HexColor:
+    """Exactly six hex digits RRGGBB; returned as an (r, g, b) tuple."""
+
+    def convert(self, raw: str) -> tuple[int, int, int]:
+        if not _HEX6_RE.match(raw):
+            raise ValueError(raw)
+        return int(raw[0:2], 16), int(raw[2:4], 16), int(raw[4:6], 16)
+
+    def canon(self, value: tuple[int, int, int]) -> str:
+        return "%02x%02x%02x" % value
+
+    def describe(self) -> str:
+        return "RRGGBB hex"
+
+
+def decode_base64_lenient(raw: str) -> bytes:
+    """OSS base64 values: URL-safe or standard alphabet, padding optional (spec §1.2 rule 12).
+
+    A '+' that reached us as a space (form decoding by a proxy) is taken back as '+'.
+    """
+    text = raw.strip().replace(" ", "+").replace("-", "+").replace("_", "/").rstrip("=")
+    if not text or len(text) % 4 == 1:
+        raise ValueError(raw)
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(raw) from None
+
+
+@dataclass(frozen=True)
+class Base64Text:
+    """URL-safe base64 of UTF-8 text, at most ``max_bytes`` bytes once decoded."""
+    max_bytes: int = 1024
+
+    def convert(self, raw: str) -> str:
+        data = decode_base64_lenient(raw)
+        if len(data) > self.max_bytes:
+            raise ValueError(raw)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(raw) from None
+
+    def canon(self, value: str) -> str:
+        return base64.urlsafe_b64encode(value.encode("utf-8")).decode("ascii").rstrip("=")
+
+    def describe(self) -> str:
+        return f"base64 UTF-8 text, <= {self.max_bytes} bytes"
+
+
+Kind = IntRange | Choice | HexColor | Base64Text
+
+
+@dataclass(frozen=True)
+class Param:
+    key: str
+    kind: Kind
+    ec: str | None               # EC of "this value is invalid"; None where OSS publishes none
+    default: Any = None          # None: absent unless given
+    doc: str = ""
+    code: str = "InvalidArgument"  # OSS Code of the error (BadRequest for base64 values, spec §1.2)
+
+    def convert(self, raw: str) -> Any:
+        try:
+            return self.kind.convert(raw)
+        except ValueError:
+            if self.code == "InvalidArgument":
+                raise invalid_argument(self.key, raw, self.ec) from None
+            raise OssError(self.code, "Input is not base64 decoding.", self.ec) from None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Actions.
+
+PIXEL = "pixel"      # transforms pixels, runs in URL order
+OUTPUT = "output"    # an encode-time setting (format, quality, interlace); last one wins
+FLAG = "flag"        # a global flag applied before the pipeline (auto-orient)
+REPORT = "report"    # answers JSON instead of an image (info, average-hue)
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    name: str
+    role: str
+    params: tuple[Param, ...] = ()
+    positional: Param | None = None     # the bare value of rotate,90 / format,png / quality,90
+    required: bool = False              # an action with nothing usable given is rejected ...
+    missing_ec: str | None = None       # ... with this EC (rotate -> 0040-00000216)
+    check: Callable[[dict], dict] | None = None          # cross-parameter rules; raises OssError
+    apply: Callable[..., Any] | None = None              # see Step and RunContext
+    # For a PIXEL action that resamples the whole image in one go: the size it resamples to, given the
+    # logical input size. Lets the planner use JPEG shrink-on-load with provably the same geometry.
+    resample_target: Callable[[int, int, dict, "RunContext"], tuple[int, int] | None] | None = None
+    keeps_animation: bool = False       # OSS: only resize, crop and watermark keep GIF animation
+    needs_pixels: bool = True           # False for info, which reads only the header
+    doc: str = ""
+    param_index: Mapping[str, Param] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "param_index", {p.key: p for p in self.params})
+
+
+@dataclass(frozen=True)
+class Step:
+    """One validated action of a pipeline: its spec and its arguments (defaults filled in)."""
+    spec: ActionSpec
+    args: Mapping[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass
+class RunContext:
+    """What a running action may know beyond its pixels. Built by the pipeline runner, per request."""
+    config: Any                         # imgmiddleware.config.Config
+    source_format: str                  # 'jpg', 'png', ... of the stored object
+    output_format: str                  # the format the result will be encoded in
+    output_has_alpha: bool              # whether that format keeps transparency
+    source_quality: int | None = None   # estimated JPEG quality of the source, if JPEG
+    animated: bool = False              # the source has several frames (GIF/WebP)
+    # Set only for the first step after a reduced (shrink-on-load) decode: the full-resolution size
+    # the step must compute its geometry from. Only actions with resample_target read it.
+    logical_size: tuple[int, int] | None = None
+    probe: Any = None                   # imgmiddleware.imaging.probe.Probe of the source
+    source_bytes: int = 0               # size of the stored object (info's FileSize)

@@ -1,0 +1,64 @@
+"""format (spec §3.1), quality (§5.15), interlace (§5.12): encode-time settings; the last one wins.
+
+They have no pixel function: the planner reads them and hands the encoder one set of options.
+"""
+
+from __future__ import annotations
+
+from ..errors import OssError
+from .base import OUTPUT, ActionSpec, Choice, IntRange, Param
+
+FORMATS = ("jpg", "png", "webp", "bmp", "gif", "tiff", "heic", "avif")
+EC_FORMAT = "0040-00000206"
+
+
+def heif_available() -> bool:
+    """HEIC output needs an encoder OpenCV lacks; it comes with the optional 'heif' extra."""
+    return False
+
+
+def _check_format(args: dict, config) -> dict:
+    value = args["value"]
+    if value == "jpeg":
+        if not config.accept_jpeg_alias:
+            raise OssError("InvalidArgument", "The value: jpeg of parameter: format is invalid.",
+                           EC_FORMAT)
+        args["value"] = "jpg"
+    if value == "heic" and not heif_available():
+        raise OssError("InvalidArgument",
+                       "HEIC output needs the optional 'heif' extra, which is not installed.",
+                       EC_FORMAT)
+    return args
+
+
+FORMAT = ActionSpec(
+    name="format",
+    role=OUTPUT,
+    positional=Param("value", Choice(FORMATS + ("jpeg",)), EC_FORMAT, doc="output format"),
+    required=True,
+    missing_ec=EC_FORMAT,
+    check=_check_format,
+    doc="output format; gif is ignored for a non-GIF source",
+)
+
+QUALITY = ActionSpec(
+    name="quality",
+    role=OUTPUT,
+    params=(
+        Param("q", IntRange(1, 100), "0040-00000309", doc="relative to the source JPEG quality (%)"),
+        Param("Q", IntRange(1, 100), "0040-00000308", doc="absolute, never above the source"),
+    ),
+    positional=Param("value", IntRange(1, 100), "0040-00000310", doc="bare value: taken as Q"),
+    required=True,
+    missing_ec="0040-00000307",
+    doc="JPG/WebP quality; Q wins over q",
+)
+
+INTERLACE = ActionSpec(
+    name="interlace",
+    role=OUTPUT,
+    positional=Param("value", IntRange(0, 1), "0040-00000282", doc="1: progressive JPEG"),
+    required=True,
+    missing_ec="0040-00000281",
+    doc="progressive JPEG output",
+)

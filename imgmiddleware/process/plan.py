@@ -1,0 +1,119 @@
+"""Plan a validated pipeline against a probed source: output settings, orientation, decode scale.
+
+Nothing here touches pixels. The plan is what makes "decode once, encode once" and shrink-on-load
+safe: the decode scale is chosen only when the first pixel step resamples the whole image and the
+reduced decode still covers the size that step resamples to, so the geometry is exactly that of a
+full decode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..imaging.decode import reduced_size
+from ..imaging.encode import KEEPS_ALPHA, EncodeOptions
+from ..imaging.probe import Probe
+from ..ops.base import FLAG, OUTPUT, PIXEL, REPORT, RunContext, Step
+from .parser import Pipeline
+
+SHRINK_FACTORS = (8, 4, 2)
+
+
+@dataclass
+class Plan:
+    auto_orient: bool
+    output: EncodeOptions
+    steps: list[Step]          # pixel steps to run, in URL order, up to a report
+    report: Step | None        # info / average-hue: the answer is JSON
+    reduce: int                # JPEG shrink-on-load factor (1 = full decode)
+    context: RunContext
+
+
+def output_options(pipeline: Pipeline, probe: Probe, config) -> EncodeOptions:
+    fmt = probe.format
+    quality_args: dict = {}
+    progressive = False
+    for step in pipeline.steps:
+        if step.name == "format":
+            value = step.args["value"]
+            if value == "gif" and probe.format != "gif":
+                continue             # OSS: format,gif keeps the source format for a non-GIF source
+            fmt = value
+        elif step.name == "quality":
+            quality_args = dict(step.args)
+        elif step.name == "interlace":
+            progressive = step.args["value"] == 1
+    return EncodeOptions(
+        format=fmt,
+        quality=resolve_quality(fmt, quality_args, probe.jpeg_quality, config),
+        progressive=progressive and fmt == "jpg",
+        png_compression=config.png_compression,
+        avif_speed=config.avif_speed,
+    )
+
+
+def resolve_quality(fmt: str, args: dict, source_quality: int | None, config) -> int:
+    """Spec §5.15: Q absolute but never above the source; q relative to the source JPEG quality."""
+    default = {"jpg": config.jpeg_quality, "webp": config.webp_quality,
+               "avif": config.avif_quality}.get(fmt, config.jpeg_quality)
+    if fmt not in ("jpg", "webp"):
+        return default
+    absolute = args.get("Q", args.get("value"))
+    if absolute is not None:
+        return min(absolute, source_quality) if source_quality else absolute
+    relative = args.get("q")
+    if relative is not None:
+        if fmt == "jpg" and source_quality:
+            return max(1, int(source_quality * relative / 100 + 0.5))
+        return min(relative, source_quality) if source_quality else relative  # WebP: q acts as Q
+    return default
+
+
+def make_plan(pipeline: Pipeline, probe: Probe, source_bytes: int, config) -> Plan:
+    auto_orient = True
+    for step in pipeline.steps:
+        if step.spec.role == FLAG and step.name == "auto-orient":
+            auto_orient = step.args["value"] == 1
+    output = output_options(pipeline, probe, config)
+
+    steps: list[Step] = []
+    report = None
+    for step in pipeline.steps:
+        if step.spec.role == PIXEL:
+            steps.append(step)
+        elif step.spec.role == REPORT:
+            report = step            # a report ends the pipeline; later actions are validated only
+            break
+
+    context = RunContext(
+        config=config,
+        source_format=probe.format,
+        output_format=output.format,
+        output_has_alpha=output.format in KEEPS_ALPHA,
+        source_quality=probe.jpeg_quality,
+        animated=probe.frames > 1,
+        probe=probe,
+        source_bytes=source_bytes,
+    )
+    orientation = probe.orientation if auto_orient else 1
+    reduce = 1
+    if report is None or report.spec.needs_pixels:
+        reduce = shrink_factor(probe, orientation, steps, context, config)
+    return Plan(auto_orient, output, steps, report, reduce, context)
+
+
+def shrink_factor(probe: Probe, orientation: int, steps: list[Step], ctx: RunContext, config) -> int:
+    if not (config.shrink_on_load and probe.format == "jpg" and steps):
+        return 1
+    first = steps[0].spec
+    if first.resample_target is None:
+        return 1
+    width, height = probe.oriented_size if orientation in (5, 6, 7, 8) else (probe.width, probe.height)
+    target = first.resample_target(width, height, steps[0].args, ctx)
+    if target is None:
+        return 1
+    for factor in SHRINK_FACTORS:
+        reduced_w, reduced_h = reduced_size(width, height, factor)
+        if reduced_w >= target[0] and reduced_h >= target[1]:
+            return factor
+    return 1

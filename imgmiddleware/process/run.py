@@ -1,0 +1,87 @@
+"""Run a pipeline on a source body: probe, check limits, plan, decode once, act in order, encode once."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from ..errors import OssError, rotation_range_exceeded, source_too_large, unsupported_source
+from ..imaging.decode import DecodeError, decode
+from ..imaging.encode import MIME, EncodeError, encode
+from ..imaging.orientation import apply_orientation
+from ..imaging.probe import Probe, ProbeError, TooManyPixels, probe
+from .parser import Pipeline
+from .plan import Plan, make_plan
+
+
+@dataclass(frozen=True)
+class Result:
+    body: bytes
+    content_type: str
+
+
+def check_source_limits(info: Probe, size: int, config) -> None:
+    """Spec §2, on the header alone: bytes, sides, pixels (frames counted)."""
+    if size > config.max_source_bytes:
+        raise source_too_large(f"The image is larger than {config.max_source_bytes} bytes.")
+    if max(info.width, info.height) > config.max_source_side:
+        raise source_too_large(f"The image side exceeds {config.max_source_side} pixels.")
+    if info.pixels > config.max_source_pixels:
+        raise source_too_large(f"The image exceeds {config.max_source_pixels} pixels (frames counted).")
+
+
+def inspect(data: bytes | memoryview, config) -> Probe:
+    try:
+        info = probe(data)
+    except TooManyPixels:
+        raise source_too_large(f"The image exceeds {config.max_source_pixels} pixels.") from None
+    except ProbeError as exc:
+        raise unsupported_source(str(exc)) from None
+    check_source_limits(info, len(data), config)
+    return info
+
+
+def run(pipeline: Pipeline, data: bytes | memoryview, config) -> Result:
+    info = inspect(data, config)
+    plan = make_plan(pipeline, info, len(data), config)
+    if plan.report is not None and not plan.report.spec.needs_pixels:
+        return _json(plan.report.spec.apply(None, plan.report.args, plan.context))
+
+    if plan.auto_orient and info.rotates and max(info.width, info.height) >= config.max_rotate_side:
+        raise rotation_range_exceeded()
+    try:
+        img = decode(data, info.format, plan.reduce)
+    except DecodeError:
+        raise unsupported_source("The image is corrupt or cannot be decoded.") from None
+    if plan.auto_orient:
+        img = apply_orientation(img, info.orientation)
+    img = execute(img, plan)
+
+    if plan.report is not None:
+        return _json(plan.report.spec.apply(img, plan.report.args, plan.context))
+    try:
+        body = encode(img, plan.output)
+    except EncodeError as exc:
+        raise OssError("InternalError", str(exc)) from None
+    return Result(body, MIME[plan.output.format])
+
+
+def execute(img, plan: Plan):
+    ctx = plan.context
+    if plan.reduce > 1:
+        ctx.logical_size = _logical_size(plan)
+    for step in plan.steps:
+        img = step.spec.apply(img, step.args, ctx)
+        ctx.logical_size = None    # only the first step after a reduced decode sees the full size
+    return img
+
+
+def _logical_size(plan: Plan) -> tuple[int, int]:
+    info = plan.context.probe
+    if plan.auto_orient and info.orientation in (5, 6, 7, 8):
+        return info.height, info.width
+    return info.width, info.height
+
+
+def _json(payload: dict) -> Result:
+    return Result(json.dumps(payload).encode("utf-8"), "application/json")

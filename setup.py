@@ -1,0 +1,41 @@
+"""imgmiddleware: Alibaba Cloud OSS image processing (x-oss-process) as WSGI middleware, on OpenCV."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="imgmiddleware",
+    version="0.1.0",
+    description="Alibaba Cloud OSS image processing (x-oss-process) as WSGI middleware, on OpenCV",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.11",
+    packages=find_packages(include=["imgmiddleware", "imgmiddleware.*"]),
+    package_data={"imgmiddleware": ["samples/*"]},
+    install_requires=[
+        # Pixels: decode, transform, encode. 5.0 for FontFace text and the Animation API.
+        "opencv-python-headless>=5.0",
+        "numpy>=1.26",
+        # HTTP helpers (Headers, SharedDataMiddleware, LintMiddleware, http_date, parse_etags).
+        "werkzeug>=3.1",
+        # The in-process LRU tier of the result cache.
+        "cachetools>=5.3",
+        # The production server `imgmiddleware serve` runs.
+        "gunicorn>=23.0",
+        # Header probing, EXIF and JPEG quantisation tables only; pixels go through OpenCV.
+        "Pillow>=11.0",
+    ],
+    extras_require={
+        "test": ["pytest>=8.0"],
+    },
+    entry_points={"console_scripts": ["imgmiddleware=imgmiddleware.cli:main"]},
+    classifiers=[
+        "Framework :: Django",
+        "Framework :: Flask",
+        "Programming Language :: Python :: 3",
+        "Topic :: Internet :: WWW/HTTP :: WSGI :: Middleware",
+        "Topic :: Multimedia :: Graphics",
+    ],
+)

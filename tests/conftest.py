@@ -1,0 +1,99 @@
+"""Shared test harness: the OSS fixtures served by the middleware, wrapped in werkzeug's LintMiddleware."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from werkzeug.middleware.lint import LintMiddleware
+from werkzeug.test import Client
+
+from imgmiddleware import Config, ImageMiddleware
+from imgmiddleware.origins.static import static_app
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def fixture_bytes(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def make_client(root: Path | str = FIXTURES, config: Config | None = None, **overrides) -> Client:
+    """A test client for LintMiddleware(ImageMiddleware(static files under root))."""
+    app = ImageMiddleware(LintMiddleware(static_app(root)), config, **overrides)
+    return Client(LintMiddleware(app))
+
+
+@pytest.fixture
+def client() -> Client:
+    return make_client()
+
+
+@pytest.fixture
+def image_dir(tmp_path: Path) -> Path:
+    """A writable copy of the fixtures, for tests that add their own images."""
+    for path in FIXTURES.iterdir():
+        shutil.copy(path, tmp_path / path.name)
+    return tmp_path
+
+
+def save_image(directory: Path, name: str, pixels: np.ndarray, params: list[int] | None = None) -> Path:
+    ok, buf = cv2.imencode(Path(name).suffix, pixels, params or [])
+    assert ok
+    path = directory / name
+    path.write_bytes(buf.tobytes())
+    return path
+
+
+def closed(response):
+    """Read and close a test response (LintMiddleware checks that every body gets closed)."""
+    response.get_data()
+    response.close()
+    return response
+
+
+def get(client: Client, key: str, process: str | None = None, method: str = "GET", **kwargs):
+    """GET (or HEAD) /key, with ?x-oss-process=process when given; the response comes back closed."""
+    query = {} if process is None else {"x-oss-process": process}
+    return closed(client.open("/" + key, method=method, query_string=query, **kwargs))
+
+
+def decode(data: bytes) -> np.ndarray:
+    """Pixels of a response body as OpenCV sees them (BGR / BGRA), alpha kept."""
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert img is not None, "response body is not a decodable image"
+    return img
+
+
+def size_of(data: bytes) -> tuple[int, int]:
+    """(width, height) of an image body."""
+    with Image.open(io.BytesIO(data)) as im:
+        return im.size
+
+
+def format_of(data: bytes) -> str:
+    with Image.open(io.BytesIO(data)) as im:
+        return im.format
+
+
+def oss_error(response) -> dict[str, str]:
+    """The fields of an OSS XML error body, plus the status code and x-oss-ec header."""
+    assert response.headers["Content-Type"] == "application/xml"
+    root = ET.fromstring(response.get_data())
+    assert root.tag == "Error"
+    fields = {child.tag: child.text or "" for child in root}
+    fields["status"] = response.status_code
+    fields["header_ec"] = response.headers.get("x-oss-ec")
+    return fields
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Similarity of two same-sized images in dB (inf when identical)."""
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float(cv2.PSNR(a, b))
