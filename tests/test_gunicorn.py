@@ -1,0 +1,92 @@
+"""The embedded default for real: `imgmiddleware serve` (gunicorn) on a free loopback port."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from .conftest import FIXTURES, size_of
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = free_port()
+    command = shutil.which("imgmiddleware")
+    argv = [command] if command else [sys.executable, "-m", "imgmiddleware.cli"]
+    proc = subprocess.Popen(
+        argv + ["serve", "--root", str(FIXTURES), "--bind", f"127.0.0.1:{port}", "--workers", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(base + "/example.jpg", timeout=2).read()
+            break
+        except (urllib.error.URLError, ConnectionError):
+            if proc.poll() is not None:
+                pytest.fail("gunicorn exited: " + proc.stdout.read())
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("gunicorn did not start in time")
+    yield base, proc
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def fetch(url: str):
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+def test_processed_image_over_real_http(server):
+    base, _ = server
+    status, headers, body = fetch(base + "/example.jpg?x-oss-process=image%2Fresize%2Cw_100")
+    assert status == 200
+    assert headers["Content-Type"] == "image/jpeg"
+    assert int(headers["Content-Length"]) == len(body)
+    assert size_of(body) == (100, 67)
+
+
+def test_sdk_style_chain_and_format_over_real_http(server):
+    base, _ = server
+    status, headers, body = fetch(base + "/nodejs-1024x768.png?x-oss-process=image/resize,w_200")
+    assert status == 200 and headers["Content-Type"] == "image/png" and size_of(body) == (200, 150)
+
+
+def test_errors_and_pass_through_over_real_http(server):
+    base, _ = server
+    status, headers, body = fetch(base + "/example.jpg?x-oss-process=image/resize,w_0")
+    assert status == 400 and headers["x-oss-ec"] == "0040-00000312"
+    assert ET.fromstring(body).findtext("Code") == "InvalidArgument"
+    status, _, body = fetch(base + "/nope.jpg?x-oss-process=image/resize,w_100")
+    assert status == 404 and ET.fromstring(body).findtext("Code") == "NoSuchKey"
+    status, _, body = fetch(base + "/example.jpg")
+    assert status == 200 and body == (FIXTURES / "example.jpg").read_bytes()
+
+
+def test_serve_prints_urls_to_try(server):
+    base, proc = server
+    proc.terminate()
+    output, _ = proc.communicate(timeout=15)
+    assert f"{base}/example.jpg?x-oss-process=image/resize,w_200" in output
