@@ -90,3 +90,27 @@ def test_serve_prints_urls_to_try(server):
     proc.terminate()
     output, _ = proc.communicate(timeout=15)
     assert f"{base}/example.jpg?x-oss-process=image/resize,w_200" in output
+
+
+def test_gunicorn_with_the_deploy_config_and_the_wsgi_entry_point():
+    port = free_port()
+    env = dict(__import__("os").environ, IMGMW_ROOT=str(FIXTURES), IMGMW_BIND=f"127.0.0.1:{port}",
+               IMGMW_WORKERS="1")
+    root = FIXTURES.parent.parent
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(root / "deploy" / "gunicorn.conf.py"),
+                             "imgmiddleware.wsgi:application"], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                status, headers, body = fetch(f"http://127.0.0.1:{port}/f.jpg?x-oss-process=image/resize,w_100")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert proc.poll() is None, proc.stdout.read()
+                assert time.monotonic() < deadline, "gunicorn did not start in time"
+                time.sleep(0.2)
+        assert status == 200 and size_of(body) == (100, 127)   # auto-oriented, then resized
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
