@@ -56,7 +56,7 @@ class Choice:
         return value
 
     def describe(self) -> str:
-        return " | ".join(self.values)
+        return ", ".join(self.values)
 
 
 @dataclass(frozen=True)
@@ -122,12 +122,13 @@ class Param:
     doc: str = ""
     code: str = "InvalidArgument"  # OSS Code of the error (BadRequest for base64 values, spec §1.2)
 
-    def convert(self, raw: str) -> Any:
+    def convert(self, raw: str, name: str | None = None) -> Any:
+        """``name``: what the error message calls the parameter (a positional value: its action's name)."""
         try:
             return self.kind.convert(raw)
         except ValueError:
             if self.code == "InvalidArgument":
-                raise invalid_argument(self.key, raw, self.ec) from None
+                raise invalid_argument(name or self.key, raw, self.ec) from None
             raise OssError(self.code, "Input is not base64 decoding.", self.ec) from None
 
 

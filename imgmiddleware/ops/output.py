@@ -31,6 +31,16 @@ def _check_format(args: dict, config) -> dict:
     return args
 
 
+def _check_quality(args: dict, config) -> dict:
+    """One spelling per meaning: a bare value is Q, and Q makes q irrelevant (Q wins, spec §5.15)."""
+    bare = args.pop("value", None)
+    if "Q" not in args and bare is not None:
+        args["Q"] = bare
+    if "Q" in args:
+        args.pop("q", None)
+    return args
+
+
 FORMAT = ActionSpec(
     name="format",
     role=OUTPUT,
@@ -51,6 +61,7 @@ QUALITY = ActionSpec(
     positional=Param("value", IntRange(1, 100), "0040-00000310", doc="bare value: taken as Q"),
     required=True,
     missing_ec="0040-00000307",
+    check=_check_quality,
     doc="JPG/WebP quality; Q wins over q",
 )
 

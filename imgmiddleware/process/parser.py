@@ -122,7 +122,7 @@ def _bind(spec: ActionSpec, items: list[str], config) -> dict:
             args[param.key] = param.default
     if spec.positional is not None:
         if positional_raw is not None:
-            args[spec.positional.key] = spec.positional.convert(positional_raw)
+            args[spec.positional.key] = spec.positional.convert(positional_raw, spec.name)
         elif spec.positional.default is not None and spec.positional.key not in args:
             args[spec.positional.key] = spec.positional.default
     if spec.check is not None:

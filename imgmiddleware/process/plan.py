@@ -58,7 +58,7 @@ def resolve_quality(fmt: str, args: dict, source_quality: int | None, config) ->
                "avif": config.avif_quality}.get(fmt, config.jpeg_quality)
     if fmt not in ("jpg", "webp"):
         return default
-    absolute = args.get("Q", args.get("value"))
+    absolute = args.get("Q")
     if absolute is not None:
         return min(absolute, source_quality) if source_quality else absolute
     relative = args.get("q")
