@@ -529,6 +529,16 @@ def test_planner_shrink_factor(big_jpeg):
     assert reduce("image/crop,w_200,h_200/resize,w_100") == 1
     assert reduce("image/rotate,90/resize,w_100") == 1
     assert reduce("image/resize,w_200", config.replace(shrink_on_load=False)) == 1
+    # A margin of 2 keeps the reduced decode at least twice the target: 2400 wide -> w_200 stays 1/4.
+    wide_margin = config.replace(shrink_on_load_margin=2.0)
+    assert reduce("image/resize,w_200", wide_margin) == 4
+    assert reduce("image/resize,w_1000", wide_margin) == 1
+
+
+def test_shrink_margin_is_configurable_from_the_environment():
+    assert Config.load(environ={"IMGMW_SHRINK_ON_LOAD_MARGIN": "2"}).shrink_on_load_margin == 2.0
+    with pytest.raises(ValueError):
+        Config(shrink_on_load_margin=0.5)
 
 
 def test_planner_no_shrink_for_png(image_dir):

@@ -112,8 +112,9 @@ def shrink_factor(probe: Probe, orientation: int, steps: list[Step], ctx: RunCon
     target = first.resample_target(width, height, steps[0].args, ctx)
     if target is None:
         return 1
+    margin = config.shrink_on_load_margin
     for factor in SHRINK_FACTORS:
         reduced_w, reduced_h = reduced_size(width, height, factor)
-        if reduced_w >= target[0] and reduced_h >= target[1]:
+        if reduced_w >= target[0] * margin and reduced_h >= target[1] * margin:
             return factor
     return 1
