@@ -8,6 +8,7 @@ Codes and ECs come from the spec (§7, §8); where OSS publishes no EC we send n
 from __future__ import annotations
 
 import os
+from http import HTTPStatus
 from xml.sax.saxutils import escape
 
 # Statuses for the Code values OSS uses (spec §7).
@@ -73,8 +74,6 @@ class OssError(Exception):
 
     def to_response(self, request_id: str, host_id: str) -> tuple[str, list[tuple[str, str]], bytes]:
         """(status line, headers, body) ready for a WSGI start_response."""
-        from http import HTTPStatus
-
         body = self.to_xml(request_id, host_id)
         headers = [
             ("Content-Type", "application/xml"),

@@ -18,7 +18,7 @@ from itertools import chain
 from .config import Config
 from .errors import OssError, new_request_id
 from .process import parse, run
-from .subrequest import call, process_string, source_environ
+from .subrequest import ClosingIterable, call, process_string, source_environ
 
 log = logging.getLogger("imgmiddleware")
 
@@ -80,19 +80,10 @@ class ImageMiddleware:
         if head:
             upstream.close()
             return []
-        return _ClosingChain(chain(upstream.written, upstream.body), upstream.close)
+        return ClosingIterable(chain(upstream.written, upstream.body), upstream.close)
 
     def _error(self, err: OssError, environ, start_response, request_id: str, head: bool):
         host_id = self.config.host_id or environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
         status, headers, body = err.to_response(request_id, host_id)
         start_response(status, headers)
         return [] if head else [body]
-
-
-class _ClosingChain:
-    def __init__(self, iterable, close) -> None:
-        self._iterable = iterable
-        self.close = close
-
-    def __iter__(self):
-        return iter(self._iterable)

@@ -157,21 +157,16 @@ def call(app: Callable, environ: dict) -> Upstream:
         iterator = iter(result)
         first = next(iterator, b"")
         written.append(first)
-        body = _Chained(iterator, result)
+        body = ClosingIterable(iterator, getattr(result, "close", lambda: None))
     return Upstream(started[0], Headers(started[1]), body, written)
 
 
-class _Chained:
-    """The rest of a generator body, keeping the original's close()."""
+class ClosingIterable:
+    """An iterable that keeps the close() of the app body it came from (WSGI requires calling it)."""
 
-    def __init__(self, iterator, original) -> None:
-        self._iterator = iterator
-        self._original = original
+    def __init__(self, iterable, close) -> None:
+        self._iterable = iterable
+        self.close = close
 
     def __iter__(self):
-        return self._iterator
-
-    def close(self) -> None:
-        close = getattr(self._original, "close", None)
-        if close is not None:
-            close()
+        return iter(self._iterable)

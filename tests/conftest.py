@@ -93,6 +93,22 @@ def oss_error(response) -> dict[str, str]:
     return fields
 
 
+def ok(response, content_type: str | None = None) -> bytes:
+    """The body of a 200 answer, after checking its Content-Type (if given) and Content-Length."""
+    assert response.status_code == 200, response.get_data()[:500]
+    if content_type is not None:
+        assert response.headers["Content-Type"] == content_type
+    body = response.get_data()
+    assert response.headers["Content-Length"] == str(len(body))
+    return body
+
+
+def source(name: str) -> np.ndarray:
+    """A fixture's stored pixels (BGR), EXIF orientation ignored."""
+    data = (FIXTURES / name).read_bytes()
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """Similarity of two same-sized images in dB (inf when identical)."""
     assert a.shape == b.shape, (a.shape, b.shape)

@@ -20,24 +20,11 @@ from imgmiddleware.imaging.probe import probe
 from imgmiddleware.process import parse
 from imgmiddleware.process.plan import make_plan
 
-from .conftest import FIXTURES, decode, format_of, get, make_client, oss_error, psnr, save_image, size_of
+from .conftest import (
+    FIXTURES, decode, format_of, get, make_client, ok, oss_error, psnr, save_image, size_of, source,
+)
 
 ROTATION_ERROR = "Picture exceed the maximum allowable rotation range"
-
-
-def source(name: str) -> np.ndarray:
-    """A fixture's stored pixels (BGR), EXIF orientation ignored."""
-    data = (FIXTURES / name).read_bytes()
-    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-
-
-def ok(response, content_type: str | None = None) -> bytes:
-    assert response.status_code == 200, response.get_data()[:500]
-    if content_type is not None:
-        assert response.headers["Content-Type"] == content_type
-    body = response.get_data()
-    assert response.headers["Content-Length"] == str(len(body))
-    return body
 
 
 def s200_pixels() -> np.ndarray:

@@ -17,21 +17,9 @@ from PIL import Image
 
 from imgmiddleware.imaging.probe import probe
 
-from .conftest import FIXTURES, decode, format_of, get, make_client, psnr, save_image, size_of
-
-
-def ok(response, content_type: str | None = None) -> bytes:
-    assert response.status_code == 200, response.get_data()[:500]
-    if content_type is not None:
-        assert response.headers["Content-Type"] == content_type
-    body = response.get_data()
-    assert response.headers["Content-Length"] == str(len(body))
-    return body
-
-
-def source(name: str) -> np.ndarray:
-    data = (FIXTURES / name).read_bytes()
-    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+from .conftest import (
+    FIXTURES, decode, format_of, get, make_client, ok, psnr, save_image, size_of, source,
+)
 
 
 def png(client, process: str, key: str = "example.jpg") -> np.ndarray:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 
 import pytest
 from werkzeug.middleware.lint import LintMiddleware
@@ -212,17 +211,17 @@ def test_file_wrapper_bodies_are_read_in_one_call(tmp_path):
 
 
 def test_an_unexpected_failure_costs_one_request_not_the_worker(client, monkeypatch):
-    run_module = importlib.import_module("imgmiddleware.process.run")  # the module, not run()
+    from imgmiddleware.process import engine
 
-    real_encode = run_module.encode
+    real_encode = engine.encode
 
     def broken_encode(img, opts):
         raise RuntimeError("codec bug")
 
-    monkeypatch.setattr(run_module, "encode", broken_encode)
+    monkeypatch.setattr(engine, "encode", broken_encode)
     error = oss_error(get(client, "example.jpg", "image/sharpen,100"))
     assert error["status"] == 500 and error["Code"] == "InternalError"
-    monkeypatch.setattr(run_module, "encode", real_encode)
+    monkeypatch.setattr(engine, "encode", real_encode)
     assert get(client, "example.jpg", "image/sharpen,100").status_code == 200
 
 

@@ -1,6 +1,6 @@
 """The x-oss-process language and its execution: parse -> Pipeline -> plan -> run."""
 
 from .parser import Pipeline, parse
-from .run import Result, run
+from .engine import Result, run
 
 __all__ = ["Pipeline", "Result", "parse", "run"]

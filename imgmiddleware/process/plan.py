@@ -26,6 +26,7 @@ class Plan:
     steps: list[Step]          # pixel steps to run, in URL order, up to a report
     report: Step | None        # info / average-hue: the answer is JSON
     reduce: int                # JPEG shrink-on-load factor (1 = full decode)
+    size: tuple[int, int]      # full-resolution (width, height) the first pixel step starts from
     context: RunContext
 
 
@@ -95,20 +96,21 @@ def make_plan(pipeline: Pipeline, probe: Probe, source_bytes: int, config) -> Pl
         probe=probe,
         source_bytes=source_bytes,
     )
-    orientation = probe.orientation if auto_orient else 1
+    size = probe.oriented_size if auto_orient else (probe.width, probe.height)
     reduce = 1
     if report is None or report.spec.needs_pixels:
-        reduce = shrink_factor(probe, orientation, steps, context, config)
-    return Plan(auto_orient, output, steps, report, reduce, context)
+        reduce = shrink_factor(probe, size, steps, context, config)
+    return Plan(auto_orient, output, steps, report, reduce, size, context)
 
 
-def shrink_factor(probe: Probe, orientation: int, steps: list[Step], ctx: RunContext, config) -> int:
+def shrink_factor(probe: Probe, size: tuple[int, int], steps: list[Step], ctx: RunContext,
+                  config) -> int:
     if not (config.shrink_on_load and probe.format == "jpg" and steps):
         return 1
     first = steps[0].spec
     if first.resample_target is None:
         return 1
-    width, height = probe.oriented_size if orientation in (5, 6, 7, 8) else (probe.width, probe.height)
+    width, height = size
     target = first.resample_target(width, height, steps[0].args, ctx)
     if target is None:
         return 1

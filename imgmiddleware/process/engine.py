@@ -69,18 +69,11 @@ def run(pipeline: Pipeline, data: bytes | memoryview, config) -> Result:
 def execute(img, plan: Plan):
     ctx = plan.context
     if plan.reduce > 1:
-        ctx.logical_size = _logical_size(plan)
+        ctx.logical_size = plan.size
     for step in plan.steps:
         img = step.spec.apply(img, step.args, ctx)
         ctx.logical_size = None    # only the first step after a reduced decode sees the full size
     return img
-
-
-def _logical_size(plan: Plan) -> tuple[int, int]:
-    info = plan.context.probe
-    if plan.auto_orient and info.orientation in (5, 6, 7, 8):
-        return info.height, info.width
-    return info.width, info.height
 
 
 def _json(payload: dict) -> Result:
