@@ -173,6 +173,78 @@ class Step:
     def name(self) -> str:
         return self.spec.name
 
+    def canonical(self) -> str:
+        """``name,value,k_v,...``: positional value first, keys sorted, defaults filled, noise dropped."""
+        parts = [self.spec.name]
+        positional = self.spec.positional
+        if positional is not None and positional.key in self.args:
+            parts.append(positional.kind.canon(self.args[positional.key]))   # rotate,90
+        for key in sorted(self.args):
+            param = self.spec.param_index.get(key)
+            if param is not None:
+                parts.append(f"{key}_{param.kind.canon(self.args[key])}")
+        return ",".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The action grammar (spec §1.2): "name,item,item/name,item"; shared by the top-level parser and by
+# the nested pipeline of a watermark image.
+
+def parse_actions(body: str, table: Mapping[str, ActionSpec], config) -> list[Step]:
+    """Bind each ``/``-separated action of ``body`` to its spec in ``table``; empty segments skipped."""
+    segments = [seg for seg in body.split("/") if seg]
+    if not segments:
+        raise OssError("InvalidArgument", "No image action is specified after image/.",
+                       "0040-00000212")
+    return [parse_action(segment, table, config) for segment in segments]
+
+
+def parse_action(segment: str, table: Mapping[str, ActionSpec], config) -> Step:
+    name, _, rest = segment.partition(",")
+    spec = table.get(name)
+    if spec is None:
+        raise OssError("InvalidArgument", f"The action: {name} is not supported.", "0040-00000213")
+    items = [item for item in rest.split(",") if item] if rest else []
+    return Step(spec, bind(spec, items, config))
+
+
+def bind(spec: ActionSpec, items: list[str], config) -> dict:
+    """Raw items -> validated arguments with defaults, by the spec's table (rules 4, 7-12)."""
+    raw: dict[str, str] = {}
+    positional_raw: str | None = None
+    for item in items:
+        if spec.positional is not None and not spec.params:
+            # A purely positional action (rotate,90): the first value is it, extra values are noise.
+            if positional_raw is None:
+                positional_raw = item
+            continue
+        key, sep, value = item.partition("_")
+        if not sep:
+            if spec.positional is not None and positional_raw is None:
+                positional_raw = item   # quality,90
+            continue                    # a bare word in a keyed action is ignored like an unknown key
+        if key in spec.param_index:
+            raw[key] = value            # last duplicate wins (rule 8); unknown keys ignored (rule 7)
+
+    if not raw and positional_raw is None and spec.required:
+        raise OssError("MissingArgument", f"The action: {spec.name} requires a parameter.",
+                       spec.missing_ec)
+
+    args: dict = {}
+    for param in spec.params:           # spec order, so the EC reported for several errors is stable
+        if param.key in raw:
+            args[param.key] = param.convert(raw[param.key])
+        elif param.default is not None:
+            args[param.key] = param.default
+    if spec.positional is not None:
+        if positional_raw is not None:
+            args[spec.positional.key] = spec.positional.convert(positional_raw, spec.name)
+        elif spec.positional.default is not None and spec.positional.key not in args:
+            args[spec.positional.key] = spec.positional.default
+    if spec.check is not None:
+        args = spec.check(args, config)
+    return args
+
 
 @dataclass
 class RunContext:

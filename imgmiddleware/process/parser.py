@@ -1,10 +1,10 @@
 """Parse an x-oss-process string into a validated :class:`Pipeline` (spec §1.2), before any I/O.
 
-The twelve rules of §1.2, in one place: ``image/`` prefix (EC 0040-00000212 when empty), actions left to
-right, case-sensitive names, items split at the first ``_``, unknown keys ignored, last duplicate wins,
-empty items (trailing comma) skipped, unknown action rejected (EC 0040-00000213), required values
-(rotate, interlace, quality, resize, watermark) enforced, lenient base64. Parameter kinds, ranges,
-defaults and ECs come from each action's declarative spec in :mod:`imgmiddleware.ops`.
+This module owns the pipeline level: the length cap, ``|`` stages, ``style/`` and ``image/`` prefixes
+and the Pipeline with its canonical string. How one ``name,k_v,...`` segment binds to its action (the
+rest of §1.2's twelve rules: first ``_`` split, unknown keys ignored, last duplicate wins, required
+values, lenient base64) is the action vocabulary's job: :func:`imgmiddleware.ops.base.parse_actions`,
+driven by each action's declarative spec.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Mapping
 
 from ..errors import OssError
 from ..ops import ACTIONS
-from ..ops.base import ActionSpec, Step
+from ..ops.base import Step, parse_actions
 
 
 @dataclass(frozen=True)
@@ -27,23 +27,10 @@ class Pipeline:
         Two process strings that must give the same image give the same canonical string, so it can
         be part of a cache key.
         """
-        return "image/" + "/".join(canonical_step(step) for step in self.steps)
+        return "image/" + "/".join(step.canonical() for step in self.steps)
 
     def names(self) -> list[str]:
         return [step.name for step in self.steps]
-
-
-def canonical_step(step: Step) -> str:
-    parts = [step.name]
-    spec = step.spec
-    positional = spec.positional
-    if positional is not None and positional.key in step.args:
-        parts.append(positional.kind.canon(step.args[positional.key]))   # rotate,90
-    for key in sorted(step.args):
-        param = spec.param_index.get(key)
-        if param is not None:
-            parts.append(f"{key}_{param.kind.canon(step.args[key])}")
-    return ",".join(parts)
 
 
 def parse(process: str, config, styles: Mapping[str, str] | None = None) -> Pipeline:
@@ -77,54 +64,4 @@ def _parse_style(name: str, config, styles: Mapping[str, str] | None) -> list[St
 
 
 def _parse_image_stage(body: str, config) -> list[Step]:
-    segments = [seg for seg in body.split("/") if seg]
-    if not segments:
-        raise OssError("InvalidArgument", "No image action is specified after image/.",
-                       "0040-00000212")
-    return [parse_action(segment, config) for segment in segments]
-
-
-def parse_action(segment: str, config) -> Step:
-    name, _, rest = segment.partition(",")
-    spec = ACTIONS.get(name)
-    if spec is None:
-        raise OssError("InvalidArgument", f"The action: {name} is not supported.", "0040-00000213")
-    items = [item for item in rest.split(",") if item] if rest else []
-    return Step(spec, _bind(spec, items, config))
-
-
-def _bind(spec: ActionSpec, items: list[str], config) -> dict:
-    raw: dict[str, str] = {}
-    positional_raw: str | None = None
-    for item in items:
-        if spec.positional is not None and not spec.params:
-            # A purely positional action (rotate,90): the first value is it, extra values are noise.
-            if positional_raw is None:
-                positional_raw = item
-            continue
-        key, sep, value = item.partition("_")
-        if not sep:
-            if spec.positional is not None and positional_raw is None:
-                positional_raw = item   # quality,90
-            continue                    # a bare word in a keyed action is ignored like an unknown key
-        if key in spec.param_index:
-            raw[key] = value            # last duplicate wins (rule 8); unknown keys ignored (rule 7)
-
-    if not raw and positional_raw is None and spec.required:
-        raise OssError("MissingArgument", f"The action: {spec.name} requires a parameter.",
-                       spec.missing_ec)
-
-    args: dict = {}
-    for param in spec.params:           # spec order, so the EC reported for several errors is stable
-        if param.key in raw:
-            args[param.key] = param.convert(raw[param.key])
-        elif param.default is not None:
-            args[param.key] = param.default
-    if spec.positional is not None:
-        if positional_raw is not None:
-            args[spec.positional.key] = spec.positional.convert(positional_raw, spec.name)
-        elif spec.positional.default is not None and spec.positional.key not in args:
-            args[spec.positional.key] = spec.positional.default
-    if spec.check is not None:
-        args = spec.check(args, config)
-    return args
+    return parse_actions(body, ACTIONS, config)
