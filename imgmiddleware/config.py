@@ -29,6 +29,7 @@ class Config:
     # --- request language (spec §1.1) ---
     max_process_length: int = 4096             # OSS: capped, number unpublished (EC 0017-00000288)
     accept_jpeg_alias: bool = False            # OSS rejects format,jpeg (EC 0040-00000206)
+    max_watermark_images: int = 3              # OSS: at most 3 distinct image watermarks per image
     # --- encoder defaults (spec §3.3: OSS uses a fixed, unpublished default) ---
     jpeg_quality: int = 90
     webp_quality: int = 90

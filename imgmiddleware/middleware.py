@@ -18,7 +18,9 @@ from itertools import chain
 from .config import Config
 from .errors import OssError, new_request_id
 from .process import parse, run
-from .subrequest import ClosingIterable, call, process_string, source_environ
+from .process.engine import load_image
+from .subrequest import (ClosingIterable, call, is_object_key, object_environ, process_string,
+                         root_object_path, source_environ)
 
 log = logging.getLogger("imgmiddleware")
 
@@ -33,13 +35,16 @@ class ImageMiddleware:
     """Wrap ``app``; answer ``?x-oss-process=image/...`` requests with the transformed object.
 
     ``config`` is an :class:`imgmiddleware.Config`; keyword arguments override single fields, e.g.
-    ``ImageMiddleware(app, jpeg_quality=85)``.
+    ``ImageMiddleware(app, jpeg_quality=85)``. ``object_path(environ, key)`` says where another object
+    of the same app (a watermark image) is found; the default is ``/<key>``.
     """
 
-    def __init__(self, app, config: Config | None = None, **overrides) -> None:
+    def __init__(self, app, config: Config | None = None, object_path=root_object_path,
+                 **overrides) -> None:
         self.app = app
         config = config or Config()
         self.config = config.replace(**overrides) if overrides else config
+        self.object_path = object_path
 
     def __call__(self, environ, start_response):
         process = process_string(environ)
@@ -56,7 +61,7 @@ class ImageMiddleware:
             if upstream.status_code != 200:
                 return self._pass_through(upstream, start_response, head)
             body = upstream.read(self.config.max_source_bytes)
-            result = run(pipeline, body, self.config)
+            result = run(pipeline, body, self.config, self._object_loader(environ))
         except OssError as err:
             return self._error(err, environ, start_response, request_id, head)
         except Exception:   # a bug or a codec failure must cost one request, never the worker
@@ -74,6 +79,31 @@ class ImageMiddleware:
         headers.extend((k, v) for k, v in upstream.headers.items() if k.lower().startswith("x-oss-meta-"))
         start_response("200 OK", headers)
         return [] if head else [result.body]
+
+    def _object_loader(self, environ):
+        """load_object(key, formats) for this request: other objects through the wrapped app, with
+        the request's own headers (so its access rules apply), each key fetched once."""
+        loaded: dict[str, object] = {}
+        config = self.config
+
+        def load_object(key: str, formats: frozenset):
+            if key in loaded:
+                return loaded[key]
+            if len(loaded) >= config.max_watermark_images:
+                raise OssError("WatermarkError", f"At most {config.max_watermark_images} distinct "
+                               "watermark images can be used on one image.")
+            missing = OssError("WatermarkError", "The watermark object does not exist.",
+                               "0040-00000025")
+            if not is_object_key(key):
+                raise missing
+            upstream = call(self.app, object_environ(environ, self.object_path(environ, key)))
+            if upstream.status_code != 200:
+                upstream.close()
+                raise missing
+            loaded[key] = load_image(upstream.read(config.max_source_bytes), config, formats)
+            return loaded[key]
+
+        return load_object
 
     def _pass_through(self, upstream, start_response, head: bool):
         start_response(upstream.status, upstream.headers.to_wsgi_list())

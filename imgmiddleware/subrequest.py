@@ -25,6 +25,7 @@ _STRIPPED = (
     "HTTP_RANGE", "HTTP_IF_RANGE", "HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE",
     "HTTP_IF_UNMODIFIED_SINCE", "HTTP_ACCEPT_ENCODING", "HTTP_X_OSS_PROCESS", "CONTENT_TYPE",
     "CONTENT_LENGTH", "HTTP_CONTENT_LENGTH", "HTTP_TRANSFER_ENCODING",
+    "RAW_URI", "REQUEST_URI",   # servers' copies of the original URI; PATH_INFO and QUERY_STRING rule
 )
 SUBREQUEST_MARK = "imgmiddleware.subrequest"
 
@@ -137,6 +138,27 @@ def source_environ(environ: dict) -> dict:
     env["wsgi.input"] = BytesIO()
     env["wsgi.file_wrapper"] = FileCapture
     env[SUBREQUEST_MARK] = True
+    return env
+
+
+def is_object_key(key: str) -> bool:
+    """Whether ``key`` can only name an object under the app's root: not empty, not absolute, no
+    '.' or '..' segment, no backslash or NUL. Anything else is never sent to the app."""
+    if not key or key[0] == "/" or "\\" in key or "\0" in key:
+        return False
+    return all(segment not in (".", "..") for segment in key.split("/"))
+
+
+def root_object_path(environ: dict, key: str) -> str:
+    """Where another object of the same app lives: ``/<key>`` (a file server, a virtual-host bucket)."""
+    return "/" + key
+
+
+def object_environ(environ: dict, path: str) -> dict:
+    """A GET environ for another object of the same app: the request's headers, a new path, no query."""
+    env = source_environ(environ)
+    env["PATH_INFO"] = path
+    env["QUERY_STRING"] = ""
     return env
 
 

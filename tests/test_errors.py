@@ -1,4 +1,4 @@
-"""Every error this scope can answer (spec §7 EC table minus watermark / style-read ECs, plus
+"""Every error of the core actions (spec §7 EC table; watermark ECs are in test_watermark.py, plus
 0017-00000288), as a client sees it: status, XML Code / Message / EC / RequestId, x-oss-ec and
 x-oss-request-id headers, Content-Type. Also HEAD errors, corrupt sources and "errors before any I/O".
 """
@@ -19,8 +19,8 @@ from werkzeug.test import Client
 
 from .conftest import FIXTURES, closed, fixture_bytes, get, make_client, size_of
 
-# Every EC of §7 this scope can raise: all 0040-* except the watermark ones (025, 027, 031, 250-278,
-# 373) and 0040-00000601 (style read), plus 0017-00000288.
+# Every core EC of §7: all 0040-* except the watermark ones (025, 027, 250-278, 373: see
+# test_watermark.py), 031 (source protection) and 0040-00000601 (style read), plus 0017-00000288.
 IN_SCOPE_ECS = {
     "0040-00000005", "0040-00000007", "0040-00000009",
     "0040-00000206", "0040-00000212", "0040-00000213", "0040-00000216", "0040-00000217",

@@ -128,7 +128,7 @@ B64_PROBE = ActionSpec(
 
 @pytest.fixture
 def b64_action(monkeypatch):
-    """A keyed action with a base64 parameter, registered only for the test (watermark is out of scope)."""
+    """A keyed action with a base64 parameter, registered only for the test (independent of watermark)."""
     monkeypatch.setitem(ACTIONS, B64_PROBE.name, B64_PROBE)
     return B64_PROBE.name
 
@@ -226,7 +226,7 @@ def test_upper_case_key_is_an_unknown_key_not_an_alias(process):
 # --- rule 6: unknown action -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("process", ["image/slim,1", "image/resize,w_100/gray", "image/flip,1",
-                                     "image/watermark,text_SGVsbG8"])
+                                     "image/Watermark,text_SGVsbG8"])
 def test_unknown_action_is_ec_213(process):
     err = error_of(process)
     assert (err.status, err.code, err.ec) == (400, "InvalidArgument", "0040-00000213")

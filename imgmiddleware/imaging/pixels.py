@@ -1,6 +1,8 @@
-"""Small pixel helpers shared by several actions: resampling, alpha, canvases."""
+"""Small pixel helpers shared by several actions: resampling, rotation, alpha, compositing, canvases."""
 
 from __future__ import annotations
+
+import math
 
 import cv2
 import numpy as np
@@ -53,3 +55,55 @@ def canvas(width: int, height: int, channels: int, rgb: tuple[int, int, int]) ->
     out = np.empty((height, width, channels), dtype=np.uint8)
     out[:] = fill
     return out
+
+
+def rotate_bound(img: np.ndarray, degrees: float, border: tuple) -> np.ndarray:
+    """Rotate clockwise on a canvas grown to the rotated bounding box (sides rounded half up)."""
+    height, width = img.shape[:2]
+    rad = math.radians(degrees)
+    cos, sin = abs(math.cos(rad)), abs(math.sin(rad))
+    new_w = round_half_up(width * cos + height * sin)
+    new_h = round_half_up(width * sin + height * cos)
+    matrix = cv2.getRotationMatrix2D(((width - 1) / 2, (height - 1) / 2), -degrees, 1.0)
+    matrix[0, 2] += (new_w - width) / 2
+    matrix[1, 2] += (new_h - height) / 2
+    return cv2.warpAffine(img, matrix, (new_w, new_h), flags=cv2.INTER_CUBIC,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=border)
+
+
+def blend_over(base: np.ndarray, patch: np.ndarray, left: int, top: int) -> np.ndarray:
+    """Composite a BGRA patch over ``base`` with its top-left corner at (left, top), clipped to base.
+
+    Returns a new array; ``base`` is untouched. Where the patch is fully transparent the base pixels
+    come out exactly as they went in.
+    """
+    out = base.copy()
+    height, width = base.shape[:2]
+    x0, y0 = max(left, 0), max(top, 0)
+    x1, y1 = min(left + patch.shape[1], width), min(top + patch.shape[0], height)
+    if x0 >= x1 or y0 >= y1:
+        return out
+    piece = patch[y0 - top:y1 - top, x0 - left:x1 - left]
+    alpha = piece[:, :, 3:4].astype(np.float32) * (1 / 255)
+    region = out[y0:y1, x0:x1]
+    colour = region[:, :, :3].astype(np.float32)
+    colour += (piece[:, :, :3].astype(np.float32) - colour) * alpha
+    region[:, :, :3] = np.clip(colour + 0.5, 0, 255).astype(np.uint8)
+    if out.shape[2] == 4:   # alpha "over": a + b(1 - a)
+        below = region[:, :, 3:4].astype(np.float32) * (1 / 255)
+        region[:, :, 3:4] = np.clip((alpha + below * (1 - alpha)) * 255 + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def tile(patch: np.ndarray, width: int, height: int, left: int, top: int, gap_x: int, gap_y: int
+         ) -> np.ndarray:
+    """A width x height BGRA layer of ``patch`` repeated every (patch + gap), one copy at (left, top)."""
+    cell = np.zeros((patch.shape[0] + gap_y, patch.shape[1] + gap_x, 4), dtype=np.uint8)
+    cell[:patch.shape[0], :patch.shape[1]] = patch
+    step_y, step_x = cell.shape[:2]
+    start_x, start_y = left % step_x, top % step_y      # shift so a tile lands exactly on (left, top)
+    reps_x = -(-(width + step_x) // step_x)
+    reps_y = -(-(height + step_y) // step_y)
+    layer = np.tile(cell, (reps_y, reps_x, 1))
+    off_x, off_y = (step_x - start_x) % step_x, (step_y - start_y) % step_y
+    return layer[off_y:off_y + height, off_x:off_x + width]

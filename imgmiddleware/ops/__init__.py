@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import crop, effects, orient, output, report, resize, shape
+from . import crop, effects, orient, output, report, resize, shape, watermark
 from .base import ActionSpec
 
 ACTIONS: dict[str, ActionSpec] = {
@@ -14,6 +14,7 @@ ACTIONS: dict[str, ActionSpec] = {
         orient.ROTATE, orient.AUTO_ORIENT,
         effects.BLUR, effects.BRIGHT, effects.CONTRAST, effects.SHARPEN,
         output.FORMAT, output.QUALITY, output.INTERLACE,
+        watermark.SPEC,
         report.INFO, report.AVERAGE_HUE,
     )
 }

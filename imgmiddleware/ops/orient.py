@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import cv2
 import numpy as np
 
 from ..errors import rotation_range_exceeded
-from ..imaging.pixels import round_half_up, with_alpha
+from ..imaging.pixels import rotate_bound, with_alpha
 from .base import FLAG, PIXEL, ActionSpec, IntRange, Param, RunContext
 
 _EXACT = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
@@ -25,20 +23,9 @@ def apply_rotate(img: np.ndarray, args: dict, ctx: RunContext) -> np.ndarray:
         return cv2.rotate(img, _EXACT[angle])
     # Any other angle: clockwise, on a canvas grown to the rotated bounding box. The new corners are
     # transparent where the output keeps alpha, white otherwise.
-    rad = math.radians(angle)
-    cos, sin = abs(math.cos(rad)), abs(math.sin(rad))
-    new_w = round_half_up(width * cos + height * sin)
-    new_h = round_half_up(width * sin + height * cos)
-    matrix = cv2.getRotationMatrix2D(((width - 1) / 2, (height - 1) / 2), -angle, 1.0)
-    matrix[0, 2] += (new_w - width) / 2
-    matrix[1, 2] += (new_h - height) / 2
     if ctx.output_has_alpha:
-        img = with_alpha(img)
-        border = (0, 0, 0, 0)
-    else:
-        border = (255, 255, 255, 255)
-    return cv2.warpAffine(img, matrix, (new_w, new_h), flags=cv2.INTER_CUBIC,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=border)
+        return rotate_bound(with_alpha(img), angle, (0, 0, 0, 0))
+    return rotate_bound(img, angle, (255, 255, 255, 255))
 
 
 ROTATE = ActionSpec(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..errors import OssError, rotation_range_exceeded, source_too_large, unsupported_source
 from ..imaging.decode import DecodeError, decode
 from ..imaging.encode import MIME, EncodeError, encode
@@ -41,9 +43,30 @@ def inspect(data: bytes | memoryview, config) -> Probe:
     return info
 
 
-def run(pipeline: Pipeline, data: bytes | memoryview, config) -> Result:
+def load_image(data: bytes | memoryview, config, formats: frozenset) -> np.ndarray:
+    """Pixels of a secondary image (a watermark): same limits as a source, formats restricted."""
+    try:
+        info = inspect(data, config)
+    except OssError as err:
+        if err.ec != "0040-00000005":
+            raise
+        info = None
+    if info is None or info.format not in formats:
+        raise OssError("WatermarkError", "The watermark image format is not supported.",
+                       "0040-00000027")
+    try:
+        img = decode(data, info.format)
+    except DecodeError:
+        raise OssError("WatermarkError", "The watermark image cannot be decoded.",
+                       "0040-00000027") from None
+    return apply_orientation(img, info.orientation)
+
+
+def run(pipeline: Pipeline, data: bytes | memoryview, config, load_object=None) -> Result:
+    """Process ``data``. ``load_object(key, formats)`` fetches other objects (image watermarks)."""
     info = inspect(data, config)
     plan = make_plan(pipeline, info, len(data), config)
+    plan.context.load_object = load_object
     if plan.report is not None and not plan.report.spec.needs_pixels:
         return _json(plan.report.spec.apply(None, plan.report.args, plan.context))
 
