@@ -23,6 +23,7 @@ class Config:
     max_source_side: int = 30_000              # OSS: each side <= 30,000 px (EC 0040-00000009)
     max_source_pixels: int = 250_000_000       # OSS: W x H x frames <= 250,000,000 (EC 0040-00000009)
     max_rotate_side: int = 4096                # OSS: rotate / auto-orient source sides <= 4096 px
+    max_frames: int = 1000                     # ours: frames of an animation (OSS counts them in pixels)
     # --- output limits (spec §2, §5.1) ---
     max_output_side: int = 16_384              # OSS: resize output side <= 16,384 (EC 0040-00000007)
     max_output_pixels: int = 16_777_216        # OSS: resize output W x H <= 4096^2 (EC 0040-00000007)

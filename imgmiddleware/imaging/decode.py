@@ -6,6 +6,8 @@ so it can be switched off with auto-orient,0 and so the planner knows the geomet
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -31,6 +33,23 @@ def decode(data: bytes | memoryview, fmt: str, reduce: int = 1) -> np.ndarray:
     if img is None:
         raise DecodeError("The image could not be decoded.")
     return to_bgr8(img)
+
+
+@dataclass
+class Frames:
+    """Every frame of an animation, fully composited, with its timing."""
+    frames: list[np.ndarray]     # BGRA uint8, all the same size
+    durations: list[int]         # milliseconds per frame
+    loop_count: int              # 0 = forever
+
+
+def decode_animation(data: bytes | memoryview) -> Frames:
+    """All frames of an animated GIF or WebP (OpenCV 5's Animation API), decoded once."""
+    ok, animation = cv2.imdecodeanimation(np.frombuffer(data, dtype=np.uint8))
+    if not ok or not animation.frames:
+        raise DecodeError("The animation could not be decoded.")
+    return Frames([to_bgr8(frame) for frame in animation.frames],
+                  [int(d) for d in animation.durations], int(animation.loop_count))
 
 
 def to_bgr8(img: np.ndarray) -> np.ndarray:

@@ -32,12 +32,36 @@ class EncodeOptions:
     avif_speed: int = 8
 
 
+# Formats whose encoder writes several frames (OpenCV 5's Animation API), keeping per-frame alpha.
+ANIMATED = {"gif", "webp"}
+
+
+def encode_animation(frames: list[np.ndarray], durations: list[int], loop_count: int,
+                     opts: EncodeOptions) -> bytes:
+    animation = cv2.Animation()
+    animation.frames = [frame if frame.shape[2] == 4 else cv2.cvtColor(frame, cv2.COLOR_BGR2BGRA)
+                        for frame in frames]
+    animation.durations = durations
+    animation.loop_count = loop_count
+    ok, buf = cv2.imencodeanimation(EXTENSION[opts.format], animation, _params(opts))
+    if not ok:
+        raise EncodeError(f"Encoding an animated {opts.format} failed.")
+    return buf.tobytes()
+
+
 def encode(img: np.ndarray, opts: EncodeOptions) -> bytes:
     if opts.format not in KEEPS_ALPHA:
         img = flatten_on(img)
     ext = EXTENSION.get(opts.format)
     if ext is None:
         raise EncodeError(f"Encoding {opts.format} is not available.")
+    ok, buf = cv2.imencode(ext, img, _params(opts))
+    if not ok:
+        raise EncodeError(f"Encoding {opts.format} failed.")
+    return buf.tobytes()
+
+
+def _params(opts: EncodeOptions) -> list[int]:
     params: list[int] = []
     if opts.format == "jpg":
         params = [cv2.IMWRITE_JPEG_QUALITY, opts.quality,
@@ -48,7 +72,4 @@ def encode(img: np.ndarray, opts: EncodeOptions) -> bytes:
         params = [cv2.IMWRITE_PNG_COMPRESSION, opts.png_compression]
     elif opts.format == "avif":
         params = [cv2.IMWRITE_AVIF_QUALITY, opts.quality, cv2.IMWRITE_AVIF_SPEED, opts.avif_speed]
-    ok, buf = cv2.imencode(ext, img, params)
-    if not ok:
-        raise EncodeError(f"Encoding {opts.format} failed.")
-    return buf.tobytes()
+    return params

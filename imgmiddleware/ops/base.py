@@ -154,13 +154,19 @@ class ActionSpec:
     # For a PIXEL action that resamples the whole image in one go: the size it resamples to, given the
     # logical input size. Lets the planner use JPEG shrink-on-load with provably the same geometry.
     resample_target: Callable[[int, int, dict, "RunContext"], tuple[int, int] | None] | None = None
-    keeps_animation: bool = False       # OSS: only resize, crop and watermark keep GIF animation
+    # OSS: only resize, crop and watermark keep an animation; any other action gives the first frame.
+    # A callable decides per arguments (resize by percentage gives a static image).
+    keeps_animation: bool | Callable[[Mapping[str, Any]], bool] = False
     needs_pixels: bool = True           # False for info, which reads only the header
     doc: str = ""
     param_index: Mapping[str, Param] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "param_index", {p.key: p for p in self.params})
+
+    def animates(self, args: Mapping[str, Any]) -> bool:
+        keeps = self.keeps_animation
+        return keeps(args) if callable(keeps) else keeps
 
 
 @dataclass(frozen=True)

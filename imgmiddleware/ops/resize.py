@@ -173,6 +173,7 @@ SPEC = ActionSpec(
     check=_check,
     apply=apply,
     resample_target=resample_target,
-    keeps_animation=True,
+    # OSS: a percentage resize gives a static image; sizes by w/h/l/s keep the animation.
+    keeps_animation=lambda args: any(k in args for k in ("w", "h", "l", "s")),
     doc="scale by a box, a side or a percentage",
 )

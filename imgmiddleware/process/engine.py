@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import OssError, rotation_range_exceeded, source_too_large, unsupported_source
-from ..imaging.decode import DecodeError, decode
-from ..imaging.encode import MIME, EncodeError, encode
+from ..imaging.decode import DecodeError, decode, decode_animation
+from ..imaging.encode import MIME, EncodeError, encode, encode_animation
 from ..imaging.orientation import apply_orientation
 from ..imaging.probe import Probe, ProbeError, TooManyPixels, probe
 from .parser import Pipeline
@@ -26,6 +26,8 @@ def check_source_limits(info: Probe, size: int, config) -> None:
     """Spec §2, on the header alone: bytes, sides, pixels (frames counted)."""
     if size > config.max_source_bytes:
         raise source_too_large(f"The image is larger than {config.max_source_bytes} bytes.")
+    if info.frames > config.max_frames:
+        raise source_too_large(f"The image has more than {config.max_frames} frames.")
     if max(info.width, info.height) > config.max_source_side:
         raise source_too_large(f"The image side exceeds {config.max_source_side} pixels.")
     if info.pixels > config.max_source_pixels:
@@ -72,6 +74,8 @@ def run(pipeline: Pipeline, data: bytes | memoryview, config, load_object=None) 
 
     if plan.auto_orient and info.rotates and max(info.width, info.height) >= config.max_rotate_side:
         raise rotation_range_exceeded()
+    if plan.animate:
+        return _run_animation(data, plan)
     try:
         img = decode(data, info.format, plan.reduce)
     except DecodeError:
@@ -84,6 +88,20 @@ def run(pipeline: Pipeline, data: bytes | memoryview, config, load_object=None) 
         return _json(plan.report.spec.apply(img, plan.report.args, plan.context))
     try:
         body = encode(img, plan.output)
+    except EncodeError as exc:
+        raise OssError("InternalError", str(exc)) from None
+    return Result(body, MIME[plan.output.format])
+
+
+def _run_animation(data, plan: Plan) -> Result:
+    """Every frame through the same steps (all of them keep animation), one animated encode."""
+    try:
+        animation = decode_animation(data)
+    except DecodeError:
+        raise unsupported_source("The animation is corrupt or cannot be decoded.") from None
+    frames = [execute(frame, plan) for frame in animation.frames]
+    try:
+        body = encode_animation(frames, animation.durations, animation.loop_count, plan.output)
     except EncodeError as exc:
         raise OssError("InternalError", str(exc)) from None
     return Result(body, MIME[plan.output.format])

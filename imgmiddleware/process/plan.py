@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..imaging.decode import reduced_size
-from ..imaging.encode import KEEPS_ALPHA, EncodeOptions
+from ..imaging.encode import ANIMATED, KEEPS_ALPHA, EncodeOptions
 from ..imaging.probe import Probe
 from ..ops.base import FLAG, OUTPUT, PIXEL, REPORT, RunContext, Step
 from .parser import Pipeline
@@ -26,6 +26,7 @@ class Plan:
     steps: list[Step]          # pixel steps to run, in URL order, up to a report
     report: Step | None        # info / average-hue: the answer is JSON
     reduce: int                # JPEG shrink-on-load factor (1 = full decode)
+    animate: bool              # decode every frame, run each step per frame, encode an animation
     size: tuple[int, int]      # full-resolution (width, height) the first pixel step starts from
     context: RunContext
 
@@ -100,7 +101,10 @@ def make_plan(pipeline: Pipeline, probe: Probe, source_bytes: int, config) -> Pl
     reduce = 1
     if report is None or report.spec.needs_pixels:
         reduce = shrink_factor(probe, size, steps, context, config)
-    return Plan(auto_orient, output, steps, report, reduce, size, context)
+    # An animation stays one only into an animated format and through actions that keep it (§2).
+    animate = (probe.frames > 1 and report is None and output.format in ANIMATED
+               and all(step.spec.animates(step.args) for step in steps))
+    return Plan(auto_orient, output, steps, report, reduce, animate, size, context)
 
 
 def shrink_factor(probe: Probe, size: tuple[int, int], steps: list[Step], ctx: RunContext,
