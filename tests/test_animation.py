@@ -127,3 +127,11 @@ def test_frame_and_pixel_limits_count_frames(image_dir):
 def test_info_reports_the_frame_count(client):
     info = get(client, "example.gif", "image/info").get_json()
     assert info["FrameCount"] == {"value": "3"} and info["Format"] == {"value": "gif"}
+
+
+def test_a_still_gif_result_keeps_transparency(client):
+    """circle on a GIF gives its first frame, still a GIF, with transparent corners (not white)."""
+    body = ok(get(client, "example.gif", "image/circle,r_100"), "image/gif")
+    frame = frames_of(body).frames[0]
+    assert frame.shape[:2] == (201, 201)
+    assert frame[0, 0, 3] == 0 and frame[100, 100, 3] == 255

@@ -13,8 +13,9 @@ MIME = {
     "jpg": "image/jpeg", "png": "image/png", "webp": "image/webp", "bmp": "image/bmp",
     "gif": "image/gif", "tiff": "image/tiff", "avif": "image/avif", "heic": "image/heic",
 }
-# Formats whose encoder keeps an alpha channel. GIF's one-bit transparency is not carried yet.
-KEEPS_ALPHA = {"png", "webp", "bmp", "tiff", "avif", "heic"}
+# Formats whose encoder keeps an alpha channel (GIF: one-bit transparency, through the animation
+# encoder; OpenCV's still GIF encoder drops it).
+KEEPS_ALPHA = {"png", "webp", "bmp", "tiff", "avif", "heic", "gif"}
 EXTENSION = {"jpg": ".jpg", "png": ".png", "webp": ".webp", "bmp": ".bmp", "gif": ".gif",
              "tiff": ".tiff", "avif": ".avif"}
 
@@ -50,6 +51,8 @@ def encode_animation(frames: list[np.ndarray], durations: list[int], loop_count:
 
 
 def encode(img: np.ndarray, opts: EncodeOptions) -> bytes:
+    if opts.format == "gif":
+        return encode_animation([img], [0], 0, opts)
     if opts.format not in KEEPS_ALPHA:
         img = flatten_on(img)
     ext = EXTENSION.get(opts.format)

@@ -89,6 +89,10 @@ def decode_base64_lenient(raw: str) -> bytes:
         raise ValueError(raw) from None
 
 
+class TooLong(ValueError):
+    """Decodable, but longer than the kind allows: an invalid value, not a base64 error."""
+
+
 @dataclass(frozen=True)
 class Base64Text:
     """URL-safe base64 of UTF-8 text, at most ``max_bytes`` bytes once decoded."""
@@ -97,7 +101,7 @@ class Base64Text:
     def convert(self, raw: str) -> str:
         data = decode_base64_lenient(raw)
         if len(data) > self.max_bytes:
-            raise ValueError(raw)
+            raise TooLong(raw)
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError:
@@ -126,8 +130,8 @@ class Param:
         """``name``: what the error message calls the parameter (a positional value: its action's name)."""
         try:
             return self.kind.convert(raw)
-        except ValueError:
-            if self.code == "InvalidArgument":
+        except ValueError as exc:
+            if self.code == "InvalidArgument" or isinstance(exc, TooLong):
                 raise invalid_argument(name or self.key, raw, self.ec) from None
             raise OssError(self.code, "Input is not base64 decoding.", self.ec) from None
 
