@@ -81,15 +81,16 @@ class ImageMiddleware:
         return [] if head else [result.body]
 
     def _object_loader(self, environ):
-        """load_object(key, formats) for this request: other objects through the wrapped app, with
-        the request's own headers (so its access rules apply), each key fetched once."""
-        loaded: dict[str, object] = {}
+        """load_object(key, formats, orient) for this request: other objects through the wrapped app,
+        with the request's own headers (so its access rules apply), each key fetched once."""
+        loaded: dict[tuple[str, bool], object] = {}
         config = self.config
 
-        def load_object(key: str, formats: frozenset):
-            if key in loaded:
-                return loaded[key]
-            if len(loaded) >= config.max_watermark_images:
+        def load_object(key: str, formats: frozenset, orient: bool = True):
+            if (key, orient) in loaded:
+                return loaded[key, orient]
+            keys = {k for k, _ in loaded}
+            if key not in keys and len(keys) >= config.max_watermark_images:
                 raise OssError("WatermarkError", f"At most {config.max_watermark_images} distinct "
                                "watermark images can be used on one image.")
             missing = OssError("WatermarkError", "The watermark object does not exist.",
@@ -100,8 +101,9 @@ class ImageMiddleware:
             if upstream.status_code != 200:
                 upstream.close()
                 raise missing
-            loaded[key] = load_image(upstream.read(config.max_source_bytes), config, formats)
-            return loaded[key]
+            loaded[key, orient] = load_image(upstream.read(config.max_source_bytes), config, formats,
+                                             orient)
+            return loaded[key, orient]
 
         return load_object
 

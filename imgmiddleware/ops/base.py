@@ -270,7 +270,8 @@ class RunContext:
     logical_size: tuple[int, int] | None = None
     probe: Any = None                   # imgmiddleware.imaging.probe.Probe of the source
     source_bytes: int = 0               # size of the stored object (info's FileSize)
-    # Loads another object of the wrapped app as pixels, for image watermarks: (key, allowed formats)
-    # -> BGR/BGRA ndarray, or OssError. Handed down by the middleware so ops never import it.
-    load_object: Callable[[str, frozenset], Any] | None = None
+    # Loads another object of the wrapped app as pixels, for image watermarks: (key, allowed formats,
+    # apply EXIF orientation) -> BGR/BGRA ndarray, or OssError. Handed down by the middleware so ops
+    # never import it.
+    load_object: Callable[[str, frozenset, bool], Any] | None = None
     base_size: tuple[int, int] | None = None   # the watermarked image's size, for a nested resize,P_

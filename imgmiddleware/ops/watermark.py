@@ -103,7 +103,8 @@ def watermark_source(text: str, config) -> WatermarkSource:
 
 def _check(args: dict, config) -> dict:
     if "text" not in args and "image" not in args:
-        raise OssError("InvalidArgument", "The watermark needs text or image.", "0040-00000278")
+        # Same Code as a bare `image/watermark` (a missing value, docs/COMPATIBILITY.md decision 7)
+        raise OssError("MissingArgument", "The watermark needs text or image.", "0040-00000278")
     font = args.get("type", DEFAULT_FONT)
     if font not in FONTS:
         raise OssError("InvalidArgument", f"The value: {font} of parameter: type is invalid.",
@@ -146,7 +147,9 @@ def text_patch(args: dict) -> np.ndarray:
 def image_patch(source: WatermarkSource, ctx: RunContext, base_size: tuple[int, int]) -> np.ndarray:
     if ctx.load_object is None:
         raise OssError("WatermarkError", "Image watermarks need an object loader.", "0040-00000025")
-    img = with_alpha(ctx.load_object(source.key, WATERMARK_FORMATS))
+    # auto-orient is a flag here as at the top level: on unless the mark's own pipeline says 0.
+    orient = all(step.args["value"] == 1 for step in source.steps if step.name == "auto-orient")
+    img = with_alpha(ctx.load_object(source.key, WATERMARK_FORMATS, orient))
     # The mark keeps its alpha through its own pipeline: it is processed as if for a PNG output.
     nested = replace(ctx, output_format="png", output_has_alpha=True, logical_size=None,
                      base_size=base_size)

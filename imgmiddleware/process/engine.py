@@ -45,7 +45,7 @@ def inspect(data: bytes | memoryview, config) -> Probe:
     return info
 
 
-def load_image(data: bytes | memoryview, config, formats: frozenset) -> np.ndarray:
+def load_image(data: bytes | memoryview, config, formats: frozenset, orient: bool = True) -> np.ndarray:
     """Pixels of a secondary image (a watermark): same limits as a source, formats restricted."""
     try:
         info = inspect(data, config)
@@ -61,11 +61,11 @@ def load_image(data: bytes | memoryview, config, formats: frozenset) -> np.ndarr
     except DecodeError:
         raise OssError("WatermarkError", "The watermark image cannot be decoded.",
                        "0040-00000027") from None
-    return apply_orientation(img, info.orientation)
+    return apply_orientation(img, info.orientation) if orient else img
 
 
 def run(pipeline: Pipeline, data: bytes | memoryview, config, load_object=None) -> Result:
-    """Process ``data``. ``load_object(key, formats)`` fetches other objects (image watermarks)."""
+    """Process ``data``. ``load_object(key, formats, orient)`` fetches other objects (watermarks)."""
     info = inspect(data, config)
     plan = make_plan(pipeline, info, len(data), config)
     plan.context.load_object = load_object
