@@ -28,7 +28,10 @@ setup(
         "Pillow>=11.0",
     ],
     extras_require={
-        "test": ["pytest>=8.0"],
+        # HEIC/HEIF input and output (OpenCV has no HEVC codec).
+        "heif": ["pillow-heif>=1.0"],
+        # The test suite exercises HEIC too, so it installs the heif extra.
+        "test": ["pytest>=8.0", "pillow-heif>=1.0"],
     },
     entry_points={"console_scripts": ["imgmiddleware=imgmiddleware.cli:main"]},
     classifiers=[

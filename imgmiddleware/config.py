@@ -35,6 +35,7 @@ class Config:
     jpeg_quality: int = 90
     webp_quality: int = 90
     avif_quality: int = 80
+    heic_quality: int = 80                     # with the 'heif' extra
     png_compression: int = 6                   # zlib level, as libpng's default
     avif_speed: int = 8                        # libavif 0 (slow, small) .. 10 (fast); 8 keeps AVIF interactive
     # --- engine ---
@@ -51,7 +52,7 @@ class Config:
             value = getattr(self, f.name)
             if f.type == "int" and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise ValueError(f"config {f.name} must be a non-negative integer, got {value!r}")
-        for name in ("jpeg_quality", "webp_quality", "avif_quality"):
+        for name in ("jpeg_quality", "webp_quality", "avif_quality", "heic_quality"):
             if not 1 <= getattr(self, name) <= 100:
                 raise ValueError(f"config {name} must be within 1..100")
         if not 0 <= self.png_compression <= 9:

@@ -6,10 +6,14 @@ so it can be switched off with auto-orient,0 and so the planner knows the geomet
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from PIL import Image
+
+from . import colour, heif
 
 REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
                  8: cv2.IMREAD_REDUCED_COLOR_8}
@@ -24,7 +28,33 @@ def reduced_size(width: int, height: int, factor: int) -> tuple[int, int]:
     return -(-width // factor), -(-height // factor)
 
 
-def decode(data: bytes | memoryview, fmt: str, reduce: int = 1) -> np.ndarray:
+def decode_source(data: bytes | memoryview, info, reduce: int = 1, keep_16bit: bool = False
+                  ) -> np.ndarray:
+    """Pixels of a probed source in sRGB, as BGR or BGRA: the one way every source is decoded."""
+    if info.format == "heic":
+        img = heif.decode(data)
+    elif info.format == "jpg" and info.is_cmyk:
+        return colour.cmyk_to_bgr(_pillow_jpeg(data, "CMYK", reduce), info.icc_profile)
+    else:
+        img = decode(data, info.format, reduce, keep_16bit)
+    return colour.rgb_to_srgb(img, info.icc_profile)
+
+
+def _pillow_jpeg(data: bytes | memoryview, mode: str, reduce: int) -> Image.Image:
+    """OpenCV converts CMYK/YCCK to BGR naively and cannot return the inks; Pillow can, with the
+    same DCT scaling for shrink-on-load."""
+    try:
+        im = Image.open(io.BytesIO(data))
+        if reduce > 1:
+            im.draft(mode, reduced_size(im.width, im.height, reduce))
+        im.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DecodeError("The image could not be decoded.") from exc
+    return im
+
+
+def decode(data: bytes | memoryview, fmt: str, reduce: int = 1, keep_16bit: bool = False
+           ) -> np.ndarray:
     buf = np.frombuffer(data, dtype=np.uint8)  # a view, not a copy
     if fmt == "jpg":
         img = cv2.imdecode(buf, REDUCED_FLAGS[reduce] | cv2.IMREAD_IGNORE_ORIENTATION)
@@ -32,7 +62,7 @@ def decode(data: bytes | memoryview, fmt: str, reduce: int = 1) -> np.ndarray:
         img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)  # keeps alpha; UNCHANGED ignores orientation
     if img is None:
         raise DecodeError("The image could not be decoded.")
-    return to_bgr8(img)
+    return to_bgr(img, keep_16bit)
 
 
 @dataclass
@@ -48,15 +78,17 @@ def decode_animation(data: bytes | memoryview) -> Frames:
     ok, animation = cv2.imdecodeanimation(np.frombuffer(data, dtype=np.uint8))
     if not ok or not animation.frames:
         raise DecodeError("The animation could not be decoded.")
-    return Frames([to_bgr8(frame) for frame in animation.frames],
+    return Frames([to_bgr(frame) for frame in animation.frames],
                   [int(d) for d in animation.durations], int(animation.loop_count))
 
 
-def to_bgr8(img: np.ndarray) -> np.ndarray:
-    """Normalise to uint8 with 3 (BGR) or 4 (BGRA) channels, the two shapes the actions handle."""
+def to_bgr(img: np.ndarray, keep_16bit: bool = False) -> np.ndarray:
+    """Normalise to 3 (BGR) or 4 (BGRA) channels, the two shapes the actions handle; 8 bits a
+    channel unless ``keep_16bit`` and the source has 16."""
     if img.dtype == np.uint16:
-        img = (img >> 8).astype(np.uint8)
-    elif img.dtype != np.uint8:
+        if not keep_16bit:
+            img = (img >> 8).astype(np.uint8)
+    elif img.dtype != np.uint8:   # float TIFF and the like: stretch into 8 bits
         img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
     if img.ndim == 2:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)

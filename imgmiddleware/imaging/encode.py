@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from . import heif
 from .pixels import flatten_on
 
 MIME = {
@@ -33,6 +34,9 @@ class EncodeOptions:
     avif_speed: int = 8
 
 
+# Formats OpenCV writes with 16 bits a channel, and with a single grey channel.
+DEEP = {"png", "tiff"}
+GREY = {"jpg", "png", "tiff", "bmp"}
 # Formats whose encoder writes several frames (OpenCV 5's Animation API), keeping per-frame alpha.
 ANIMATED = {"gif", "webp"}
 
@@ -40,7 +44,9 @@ ANIMATED = {"gif", "webp"}
 def encode_animation(frames: list[np.ndarray], durations: list[int], loop_count: int,
                      opts: EncodeOptions) -> bytes:
     animation = cv2.Animation()
-    animation.frames = [frame if frame.shape[2] == 4 else cv2.cvtColor(frame, cv2.COLOR_BGR2BGRA)
+    animation.frames = [frame if frame.ndim == 3 and frame.shape[2] == 4
+                        else cv2.cvtColor(frame, cv2.COLOR_BGR2BGRA if frame.ndim == 3
+                                          else cv2.COLOR_GRAY2BGRA)
                         for frame in frames]
     animation.durations = durations
     animation.loop_count = loop_count
@@ -53,6 +59,8 @@ def encode_animation(frames: list[np.ndarray], durations: list[int], loop_count:
 def encode(img: np.ndarray, opts: EncodeOptions) -> bytes:
     if opts.format == "gif":
         return encode_animation([img], [0], 0, opts)
+    if opts.format == "heic":
+        return heif.encode(img, opts.quality)
     if opts.format not in KEEPS_ALPHA:
         img = flatten_on(img)
     ext = EXTENSION.get(opts.format)

@@ -41,7 +41,7 @@ def apply_mask(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def flatten_on(img: np.ndarray, color: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
     """Composite a BGRA image over an opaque colour (OSS: transparent becomes white in JPG)."""
-    if img.shape[2] != 4:
+    if img.ndim != 3 or img.shape[2] != 4:
         return img
     alpha = img[:, :, 3:4].astype(np.float32) * (1 / 255)
     background = np.array(color[::-1], dtype=np.float32)  # RGB -> BGR
@@ -107,3 +107,16 @@ def tile(patch: np.ndarray, width: int, height: int, left: int, top: int, gap_x:
     layer = np.tile(cell, (reps_y, reps_x, 1))
     off_x, off_y = (step_x - start_x) % step_x, (step_y - start_y) % step_y
     return layer[off_y:off_y + height, off_x:off_x + width]
+
+
+def grey_if_neutral(img: np.ndarray) -> np.ndarray:
+    """One grey channel when every pixel of a BGR image is neutral (B == G == R), else the image.
+
+    A grey source stays grey through actions that keep it neutral; a coloured watermark makes it
+    colour, and then colour is what is written."""
+    if img.ndim != 3 or img.shape[2] != 3:
+        return img
+    b, g, r = img[:, :, 0], img[:, :, 1], img[:, :, 2]
+    if np.array_equal(b, g) and np.array_equal(g, r):
+        return np.ascontiguousarray(b)
+    return img

@@ -13,6 +13,8 @@ from functools import cached_property
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from . import heif   # registers the HEIF opener with Pillow when the 'heif' extra is installed
+
 # Pillow's format names -> OSS's format words (info's Format, format,<f>).
 OSS_FORMAT = {
     "JPEG": "jpg", "MPO": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp",
@@ -40,11 +42,20 @@ class Probe:
     mode: str                   # Pillow mode: L, RGB, RGBA, P, CMYK, I;16 ...
     progressive: bool
     quantization: tuple         # JPEG quantisation tables (empty for other formats)
+    icc_profile: bytes | None   # the embedded ICC profile, if any
     image: Image.Image          # the lazily opened Pillow image, for EXIF reads (info)
 
     @property
     def pixels(self) -> int:
         return self.width * self.height * self.frames
+
+    @property
+    def is_cmyk(self) -> bool:
+        return self.mode == "CMYK"
+
+    @property
+    def is_grey(self) -> bool:
+        return self.mode in ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N")
 
     @property
     def rotates(self) -> bool:
@@ -74,8 +85,7 @@ def probe(data: bytes | memoryview) -> Probe:
         raise TooManyPixels(str(exc)) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         if sniff_heif(bytes(data[:16])):
-            raise ProbeError("HEIC/HEIF sources need the optional 'heif' extra "
-                             "(pip install 'imgmiddleware[heif]').") from None
+            raise ProbeError(f"HEIC/HEIF sources need {heif.EXTRA_HINT}.") from None
         raise ProbeError("The image format is not supported.") from exc
     fmt = OSS_FORMAT.get(im.format or "")
     if fmt is None:
@@ -100,6 +110,7 @@ def probe(data: bytes | memoryview) -> Probe:
         mode=im.mode,
         progressive=bool(im.info.get("progressive") or im.info.get("progression")),
         quantization=tuple(tuple(quant[k]) for k in sorted(quant)),
+        icc_profile=im.info.get("icc_profile") or None,
         image=im,
     )
 

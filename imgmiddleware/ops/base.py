@@ -161,6 +161,8 @@ class ActionSpec:
     # OSS: only resize, crop and watermark keep an animation; any other action gives the first frame.
     # A callable decides per arguments (resize by percentage gives a static image).
     keeps_animation: bool | Callable[[Mapping[str, Any]], bool] = False
+    # Whether the action works on 16-bit pixels unchanged (geometry only: no 255s in its maths).
+    keeps_depth: bool | Callable[[Mapping[str, Any]], bool] = False
     needs_pixels: bool = True           # False for info, which reads only the header
     doc: str = ""
     param_index: Mapping[str, Param] = field(init=False, repr=False, compare=False)
@@ -169,8 +171,14 @@ class ActionSpec:
         object.__setattr__(self, "param_index", {p.key: p for p in self.params})
 
     def animates(self, args: Mapping[str, Any]) -> bool:
-        keeps = self.keeps_animation
-        return keeps(args) if callable(keeps) else keeps
+        return _decide(self.keeps_animation, args)
+
+    def handles_16bit(self, args: Mapping[str, Any]) -> bool:
+        return _decide(self.keeps_depth, args)
+
+
+def _decide(rule, args) -> bool:
+    return rule(args) if callable(rule) else rule
 
 
 @dataclass(frozen=True)

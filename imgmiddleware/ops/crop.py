@@ -72,6 +72,7 @@ CROP = ActionSpec(
     ),
     apply=apply_crop,
     keeps_animation=True,
+    keeps_depth=True,
     doc="cut a rectangle anchored on the nine-grid",
 )
 
@@ -85,5 +86,6 @@ INDEXCROP = ActionSpec(
     ),
     check=_check_indexcrop,
     apply=apply_indexcrop,
+    keeps_depth=True,
     doc="cut into equal strips and keep one",
 )

@@ -35,6 +35,7 @@ ROTATE = ActionSpec(
     required=True,
     missing_ec="0040-00000216",
     apply=apply_rotate,
+    keeps_depth=lambda args: args["value"] % 90 == 0,   # exact turns; other angles fill white
     doc="rotate clockwise; the canvas grows for angles off the right angles",
 )
 

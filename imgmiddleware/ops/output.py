@@ -6,6 +6,7 @@ They have no pixel function: the planner reads them and hands the encoder one se
 from __future__ import annotations
 
 from ..errors import OssError
+from ..imaging import heif
 from .base import OUTPUT, ActionSpec, Choice, IntRange, Param
 
 FORMATS = ("jpg", "png", "webp", "bmp", "gif", "tiff", "heic", "avif")
@@ -14,7 +15,7 @@ EC_FORMAT = "0040-00000206"
 
 def heif_available() -> bool:
     """HEIC output needs an encoder OpenCV lacks; it comes with the optional 'heif' extra."""
-    return False
+    return heif.AVAILABLE
 
 
 def _check_format(args: dict, config) -> dict:
@@ -25,9 +26,7 @@ def _check_format(args: dict, config) -> dict:
                            EC_FORMAT)
         args["value"] = "jpg"
     if value == "heic" and not heif_available():
-        raise OssError("InvalidArgument",
-                       "HEIC output needs the optional 'heif' extra, which is not installed.",
-                       EC_FORMAT)
+        raise OssError("InvalidArgument", f"HEIC output needs {heif.EXTRA_HINT}.", EC_FORMAT)
     return args
 
 

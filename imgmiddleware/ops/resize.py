@@ -175,5 +175,6 @@ SPEC = ActionSpec(
     resample_target=resample_target,
     # OSS: a percentage resize gives a static image; sizes by w/h/l/s keep the animation.
     keeps_animation=lambda args: any(k in args for k in ("w", "h", "l", "s")),
+    keeps_depth=lambda args: args["m"] != "pad",   # the pad canvas is an 8-bit colour
     doc="scale by a box, a side or a percentage",
 )

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import OssError, rotation_range_exceeded, source_too_large, unsupported_source
-from ..imaging.decode import DecodeError, decode, decode_animation
+from ..imaging.decode import DecodeError, decode_animation, decode_source
 from ..imaging.encode import MIME, EncodeError, encode, encode_animation
 from ..imaging.orientation import apply_orientation
+from ..imaging.pixels import grey_if_neutral
 from ..imaging.probe import Probe, ProbeError, TooManyPixels, probe
 from .parser import Pipeline
 from .plan import Plan, make_plan
@@ -57,7 +58,7 @@ def load_image(data: bytes | memoryview, config, formats: frozenset, orient: boo
         raise OssError("WatermarkError", "The watermark image format is not supported.",
                        "0040-00000027")
     try:
-        img = decode(data, info.format)
+        img = decode_source(data, info)
     except DecodeError:
         raise OssError("WatermarkError", "The watermark image cannot be decoded.",
                        "0040-00000027") from None
@@ -77,7 +78,7 @@ def run(pipeline: Pipeline, data: bytes | memoryview, config, load_object=None) 
     if plan.animate:
         return _run_animation(data, plan)
     try:
-        img = decode(data, info.format, plan.reduce)
+        img = decode_source(data, info, plan.reduce, plan.keep_depth)
     except DecodeError:
         raise unsupported_source("The image is corrupt or cannot be decoded.") from None
     if plan.auto_orient:
@@ -86,6 +87,8 @@ def run(pipeline: Pipeline, data: bytes | memoryview, config, load_object=None) 
 
     if plan.report is not None:
         return _json(plan.report.spec.apply(img, plan.report.args, plan.context))
+    if plan.grey:
+        img = grey_if_neutral(img)
     try:
         body = encode(img, plan.output)
     except EncodeError as exc:

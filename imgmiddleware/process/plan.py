@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..imaging.decode import reduced_size
-from ..imaging.encode import ANIMATED, KEEPS_ALPHA, EncodeOptions
+from ..imaging.colour import needs_conversion
+from ..imaging.encode import ANIMATED, DEEP, GREY, KEEPS_ALPHA, EncodeOptions
 from ..imaging.probe import Probe
 from ..ops.base import FLAG, OUTPUT, PIXEL, REPORT, RunContext, Step
 from .parser import Pipeline
@@ -27,6 +28,8 @@ class Plan:
     report: Step | None        # info / average-hue: the answer is JSON
     reduce: int                # JPEG shrink-on-load factor (1 = full decode)
     animate: bool              # decode every frame, run each step per frame, encode an animation
+    keep_depth: bool           # a 16-bit source stays 16-bit (PNG/TIFF out, geometry-only actions)
+    grey: bool                 # a grey source is written grey if it still is
     size: tuple[int, int]      # full-resolution (width, height) the first pixel step starts from
     context: RunContext
 
@@ -56,8 +59,8 @@ def output_options(pipeline: Pipeline, probe: Probe, config) -> EncodeOptions:
 
 def resolve_quality(fmt: str, args: dict, source_quality: int | None, config) -> int:
     """Spec §5.15: Q absolute but never above the source; q relative to the source JPEG quality."""
-    default = {"jpg": config.jpeg_quality, "webp": config.webp_quality,
-               "avif": config.avif_quality}.get(fmt, config.jpeg_quality)
+    default = {"jpg": config.jpeg_quality, "webp": config.webp_quality, "avif": config.avif_quality,
+               "heic": config.heic_quality}.get(fmt, config.jpeg_quality)
     if fmt not in ("jpg", "webp"):
         return default
     absolute = args.get("Q")
@@ -104,7 +107,11 @@ def make_plan(pipeline: Pipeline, probe: Probe, source_bytes: int, config) -> Pl
     # An animation stays one only into an animated format and through actions that keep it (§2).
     animate = (probe.frames > 1 and report is None and output.format in ANIMATED
                and all(step.spec.animates(step.args) for step in steps))
-    return Plan(auto_orient, output, steps, report, reduce, animate, size, context)
+    keep_depth = (output.format in DEEP and report is None
+                  and not needs_conversion(probe.icc_profile)   # LittleCMS here works on 8 bits
+                  and all(step.spec.handles_16bit(step.args) for step in steps))
+    grey = probe.is_grey and output.format in GREY
+    return Plan(auto_orient, output, steps, report, reduce, animate, keep_depth, grey, size, context)
 
 
 def shrink_factor(probe: Probe, size: tuple[int, int], steps: list[Step], ctx: RunContext,
