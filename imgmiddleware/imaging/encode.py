@@ -31,7 +31,7 @@ class EncodeOptions:
     quality: int                 # used by jpg, webp, avif
     progressive: bool = False    # jpg only (interlace,1)
     png_compression: int = 6
-    avif_speed: int = 8
+    avif_speed: int = 10
 
 
 # Formats OpenCV writes with 16 bits a channel, and with a single grey channel.
