@@ -28,7 +28,9 @@ import numpy as np
 from PIL import Image, ImageCms
 
 __all__ = [
-    "D50_WHITE", "D65_WHITE", "PATCH_NAMES", "PATCH_RGB", "PATCH_CMYK",
+    "D50_WHITE", "D65_WHITE",
+    "PATCH_NAMES", "PATCH_RGB", "PATCH_CMYK", "MUTED_RGB", "MUTED_CMYK", "GREY_LEVELS",
+    "P3_D50_PRIMARIES", "ADOBE_RGB_D50_PRIMARIES", "ADOBE_RGB_GAMMA", "SRGB_D50_PRIMARIES",
     "rgb_matrix_profile", "display_p3_profile", "adobe_rgb_profile", "srgb_profile",
     "cmyk_profile", "print_model_srgb", "naive_cmyk_to_rgb",
     "jpeg_bytes", "cmyk_jpeg", "ycck_jpeg", "rgb_jpeg", "rgb_png",
@@ -314,7 +316,8 @@ def _b2a0_clut(grid: int) -> np.ndarray:
     return np.round(cmyk * 65535).astype(np.uint16)
 
 
-def cmyk_profile(description: str = "Test CMYK print profile", a2b_grid: int = 9, b2a_grid: int = 17) -> bytes:
+def cmyk_profile(description: str = "Test CMYK print profile", a2b_grid: int = 9,
+                 b2a_grid: int = 17) -> bytes:
     """An ICC v2.1 output ('prtr') CMYK profile, PCS Lab, with lut16 A2B0 (CMYK->Lab) and B2A0.
 
     Designed for Pillow mode "CMYK" ink values (0 = no ink). The A2B0 is :func:`print_model_srgb`
@@ -460,6 +463,8 @@ def reference_srgb(image_bytes: bytes) -> np.ndarray:
     im = Image.open(io.BytesIO(image_bytes))
     im.load()
     icc = im.info.get("icc_profile")
+    if im.mode in ("P", "PA", "RGBA", "RGBX", "I;16", "I", "F", "LA", "La", "RGBa"):
+        im = im.convert("L" if im.mode in ("LA", "La", "I;16", "I", "F") else "RGB")   # alpha is ignored
     if icc:
         if _SRGB is None:
             _SRGB = ImageCms.createProfile("sRGB")
@@ -479,62 +484,76 @@ PATCH_RGB = {
     "red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255),
     "cyan": (0, 255, 255), "magenta": (255, 0, 255), "yellow": (255, 255, 0),
 }
-# The same hues as solid inks (two-ink overprints for red, green, blue).
-PATCH_CMYK = {
-    "red": (0, 255, 255, 0), "green": (255, 0, 255, 0), "blue": (255, 255, 0, 0),
-    "cyan": (255, 0, 0, 0), "magenta": (0, 255, 0, 0), "yellow": (0, 0, 255, 0),
-}
-_RAMP_STEPS = 8
+# The same hues as solid inks (two-ink overprints for red, green, blue): naive rendering == PATCH_RGB.
+PATCH_CMYK = {name: tuple(255 - v for v in rgb) + (0,) for name, rgb in PATCH_RGB.items()}
+# Mid-saturated versions (192 for full, 64 for none). Fully saturated patches of a wide-gamut space
+# clip to the same sRGB primaries whether or not a product honours the profile; these do not.
+MUTED_RGB = {"muted_" + name: tuple(192 if v else 64 for v in rgb) for name, rgb in PATCH_RGB.items()}
+MUTED_CMYK = {name: tuple(255 - v for v in rgb) + (0,) for name, rgb in MUTED_RGB.items()}
+GREY_LEVELS = tuple(int(v) for v in np.round(np.linspace(0, 255, 8)))   # 0, 36, 73, ..., 255
 
 
 def saturated_patches(patch: int = 32, mode: str = "RGB") -> np.ndarray:
-    """A test card: a row of six flat patch x patch squares and a grey ramp under them.
+    """A test card, shape (patch * 5 // 2, patch * 6, 3 or 4), uint8.
 
-    Row 1: red, green, blue, cyan, magenta, yellow (full values of the source space). Row 2 (half a
-    patch high, same width): an 8-step grey ramp 0..255. ``mode`` "RGB" gives HxWx3 (greys R=G=B);
-    "CMYK" gives HxWx4 ink values: solid inks (red = M+Y, ...) and a K-only ramp (0 = white paper
-    on the left, like the RGB ramp, which goes from black to white). Shape (patch*3//2, patch*6, n).
-    Use :func:`patch_centres` / :func:`patch_means` to read it back.
+    Row 1 (patch high): six flat patches red, green, blue, cyan, magenta, yellow at full value of
+    the source space. Row 2 (patch high): the same hues mid-saturated (:data:`MUTED_RGB`, e.g.
+    muted_red = (192, 64, 64)). Row 3 (patch // 2 high): an 8-step grey ramp :data:`GREY_LEVELS`,
+    black on the left. ``mode`` "RGB" gives HxWx3; "CMYK" gives HxWx4 ink values whose naive
+    rendering ``R = 255 (1-C)(1-K)`` is the RGB card: solid inks (red = M+Y), muted inks
+    (muted_red = (63, 191, 191, 0)) and a K-only ramp (255 - grey). Read it back with
+    :func:`patch_means` (or :func:`patch_centres`).
     """
     if mode not in ("RGB", "CMYK"):
         raise ValueError("mode must be 'RGB' or 'CMYK'")
     n = 3 if mode == "RGB" else 4
-    colours = PATCH_RGB if mode == "RGB" else PATCH_CMYK
-    h, w = patch + patch // 2, patch * 6
-    card = np.zeros((h, w, n), np.uint8)
+    full, muted = (PATCH_RGB, MUTED_RGB) if mode == "RGB" else (PATCH_CMYK, MUTED_CMYK)
+    card = np.zeros((patch * 5 // 2, patch * 6, n), np.uint8)
     for i, name in enumerate(PATCH_NAMES):
-        card[:patch, i * patch:(i + 1) * patch] = colours[name]
-    levels = np.round(np.linspace(0, 255, _RAMP_STEPS)).astype(np.uint8)
-    step = w // _RAMP_STEPS
-    for i, v in enumerate(levels):
-        x0, x1 = i * step, (w if i == _RAMP_STEPS - 1 else (i + 1) * step)
+        card[:patch, i * patch:(i + 1) * patch] = full[name]
+        card[patch:2 * patch, i * patch:(i + 1) * patch] = muted["muted_" + name]
+    for (x0, x1), v in zip(_ramp_columns(patch), GREY_LEVELS):
         if mode == "RGB":
-            card[patch:, x0:x1] = v
+            card[2 * patch:, x0:x1] = v
         else:
-            card[patch:, x0:x1, 3] = 255 - v
+            card[2 * patch:, x0:x1, 3] = 255 - v
     return card
 
 
+def _ramp_columns(patch: int) -> list[tuple[int, int]]:
+    w, steps = patch * 6, len(GREY_LEVELS)
+    edges = [round(i * w / steps) for i in range(steps + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _patch_boxes(patch: int) -> dict[str, tuple[int, int, int, int]]:
+    """(y0, y1, x0, x1) of every named region of the card."""
+    boxes = {}
+    for i, name in enumerate(PATCH_NAMES):
+        boxes[name] = (0, patch, i * patch, (i + 1) * patch)
+        boxes["muted_" + name] = (patch, 2 * patch, i * patch, (i + 1) * patch)
+    for i, (x0, x1) in enumerate(_ramp_columns(patch)):
+        boxes[f"grey{i}"] = (2 * patch, patch * 5 // 2, x0, x1)
+    return boxes
+
+
 def patch_centres(patch: int = 32) -> dict[str, tuple[int, int]]:
-    """(y, x) of the centre of each named patch, plus "grey0".."grey7" for the ramp."""
-    out = {name: (patch // 2, i * patch + patch // 2) for i, name in enumerate(PATCH_NAMES)}
-    step = patch * 6 // _RAMP_STEPS
-    for i in range(_RAMP_STEPS):
-        out[f"grey{i}"] = (patch + patch // 4, i * step + step // 2)
-    return out
+    """(y, x) of the centre of each named region: the six hues, "muted_<hue>", "grey0".."grey7"."""
+    return {name: ((y0 + y1) // 2, (x0 + x1) // 2) for name, (y0, y1, x0, x1) in _patch_boxes(patch).items()}
 
 
-def patch_means(image: np.ndarray, patch: int = 32, margin: int | None = None) -> dict[str, np.ndarray]:
-    """Mean colour (float, per channel) of the inner part of each patch of a decoded test card.
+def patch_means(image: np.ndarray, patch: int = 32) -> dict[str, np.ndarray]:
+    """Mean colour (float, per channel) of the middle half of each named region of a decoded card.
 
-    ``margin`` pixels are left out on every side of each patch (default patch // 4) to skip JPEG
-    ringing and resampling at the borders. The image must still be at the card's size.
+    Only the middle half (each way) is averaged, to skip JPEG ringing at the borders. The image must
+    be at the card's size (decode it, or scale it back, before measuring).
     """
     img = np.asarray(image, float)
-    m = patch // 4 if margin is None else margin
+    if img.ndim == 2:
+        img = img[..., None]
     out = {}
-    for name, (cy, cx) in patch_centres(patch).items():
-        half = (patch // 4 if name.startswith("grey") else patch // 2) - (m // 2 if name.startswith("grey") else m)
-        half = max(half, 1)
-        out[name] = img[cy - half:cy + half, cx - half:cx + half].reshape(-1, img.shape[2]).mean(0)
+    for name, (y0, y1, x0, x1) in _patch_boxes(patch).items():
+        dy, dx = (y1 - y0) // 4, (x1 - x0) // 4
+        region = img[y0 + dy:y1 - dy, x0 + dx:x1 - dx]
+        out[name] = region.reshape(-1, img.shape[2]).mean(0)
     return out
