@@ -43,6 +43,17 @@ class Config:
     # The reduced decode must be at least this many times the resize target on each side. 1.0 (the
     # fastest; 38-46 dB against a full decode on a 13 MP photo) or 2.0 (47-53 dB, slower at some sizes).
     shrink_on_load_margin: float = 1.0
+    # --- result cache (ours; OSS publishes nothing about its own) ---
+    cache_memory_bytes: int = 64 * MB          # in-process LRU, per worker; 0 turns it off
+    cache_dir: str = ""                        # disk tier shared by the workers; "" turns it off
+    cache_disk_bytes: int = 1024 * MB          # disk tier bound (approximate: diskcache culls)
+    cache_wait_seconds: int = 30               # longest wait for another request doing the same work
+    # --- HTTP caching ---
+    cache_control: str = ""                    # Cache-Control of results; "" keeps the source's
+    cache_control_errors: str = "no-store"     # Cache-Control of error answers: never cached long
+    # Formats to choose by the Accept header when the request names none, in order ("avif,webp");
+    # "" turns negotiation off. Responses then carry Vary: Accept.
+    auto_format: str = ""
     # --- identity in error bodies (spec §7 HostId) ---
     host_id: str = ""                          # empty: the request's Host header
     styles: dict = field(default_factory=dict, hash=False, compare=False)  # name -> "image/..." (issue 6)
@@ -59,8 +70,22 @@ class Config:
             raise ValueError("config png_compression must be within 0..9")
         if not isinstance(self.shrink_on_load_margin, (int, float)) or self.shrink_on_load_margin < 1:
             raise ValueError("config shrink_on_load_margin must be a number >= 1")
+        unknown = set(self.auto_formats) - {"avif", "webp", "jpg", "png", "heic"}
+        if unknown:
+            raise ValueError(f"config auto_format: unknown formats {', '.join(sorted(unknown))}")
         if not 0 <= self.avif_speed <= 10:
             raise ValueError("config avif_speed must be within 0..10")
+
+    # Settings that change the bytes of a result, and so belong in its cache key.
+    OUTPUT_SETTINGS = ("jpeg_quality", "webp_quality", "avif_quality", "heic_quality",
+                       "png_compression", "avif_speed", "shrink_on_load", "shrink_on_load_margin")
+
+    def output_fingerprint(self) -> str:
+        return ";".join(f"{name}={getattr(self, name)}" for name in self.OUTPUT_SETTINGS)
+
+    @property
+    def auto_formats(self) -> tuple[str, ...]:
+        return tuple(f.strip() for f in self.auto_format.split(",") if f.strip())
 
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)

@@ -4,9 +4,13 @@ A request without the exact lower-case ``x-oss-process`` query parameter (or hea
 wrapped app untouched: same environ, same streamed answer. A processed GET or HEAD travels one way:
 
     parse + validate the process string (400 before any I/O)
+    -> the client's If-None-Match / If-Modified-Since: asked of the app as a conditional GET; its 304
+       is ours (the result's ETag is the source's, as on OSS)
+    -> cache: the object's remembered validator -> result key -> entry? revalidate it (conditional
+       GETs for the source and every watermark image) -> 304s: serve it, the source unread
     -> GET subrequest to the wrapped app (Range / conditional headers removed)
-    -> not 200: the app's answer passes through unchanged (404 stays 404)
-    -> probe the header and enforce limits -> plan -> decode once -> actions in order -> encode once
+       not 200: the app's answer passes through unchanged (404 stays 404)
+    -> single-flight: probe, limits, plan, decode once, actions in order, encode once -> store
     -> answer with the output's Content-Type and Content-Length and the source's ETag and Last-Modified
 """
 
@@ -15,12 +19,18 @@ from __future__ import annotations
 import logging
 from itertools import chain
 
+from werkzeug.datastructures import MIMEAccept
+from werkzeug.http import parse_accept_header
+from werkzeug.wsgi import FileWrapper
+
+from .cache import Entry, ResultCache, result_key
 from .config import Config
 from .errors import OssError, new_request_id
 from .process import parse, run
 from .process.engine import load_image
-from .subrequest import (ClosingIterable, call, is_object_key, object_environ, process_string,
-                         root_object_path, source_environ)
+from .subrequest import (ClosingIterable, Upstream, call, conditional_environ, is_object_key,
+                         object_environ, process_string, root_object_path, source_environ,
+                         validator_of)
 
 log = logging.getLogger("imgmiddleware")
 
@@ -29,6 +39,7 @@ log = logging.getLogger("imgmiddleware")
 KEPT_SOURCE_HEADERS = ("ETag", "Last-Modified", "Cache-Control", "Expires", "Content-Disposition",
                        "Content-Language")
 PROCESSED_METHODS = ("GET", "HEAD")
+CACHE_HEADER = "x-imgmw-cache"   # hit | revalidated | miss | bypass, for operators
 
 
 class ImageMiddleware:
@@ -45,44 +56,156 @@ class ImageMiddleware:
         config = config or Config()
         self.config = config.replace(**overrides) if overrides else config
         self.object_path = object_path
+        self.cache = ResultCache(self.config.cache_memory_bytes, self.config.cache_dir,
+                                 self.config.cache_disk_bytes, self.config.cache_wait_seconds)
 
     def __call__(self, environ, start_response):
         process = process_string(environ)
         if process is None or environ.get("REQUEST_METHOD", "GET") not in PROCESSED_METHODS:
             return self.app(environ, start_response)
-        return self.process(environ, start_response, process)
+        return Request(self, environ, start_response, process).answer()
 
-    def process(self, environ, start_response, process: str):
-        request_id = new_request_id()
-        head = environ["REQUEST_METHOD"] == "HEAD"
+
+class Request:
+    """One processed request: its state and the steps of its one-way trip."""
+
+    def __init__(self, middleware: ImageMiddleware, environ, start_response, process: str) -> None:
+        self.mw = middleware
+        self.app = middleware.app
+        self.config = middleware.config
+        self.cache = middleware.cache
+        self.environ = environ
+        self.start_response = start_response
+        self.process = process
+        self.request_id = new_request_id()
+        self.head = environ["REQUEST_METHOD"] == "HEAD"
+        self.vary = ("Vary", "Accept") if self.config.auto_formats else None
+
+    def answer(self):
         try:
-            pipeline = parse(process, self.config)
-            upstream = call(self.app, source_environ(environ))
-            if upstream.status_code != 200:
-                return self._pass_through(upstream, start_response, head)
-            body = upstream.read(self.config.max_source_bytes)
-            result = run(pipeline, body, self.config, self._object_loader(environ))
+            pipeline = parse(self.process, self.config)
+            self.pipeline = pipeline
+            self.auto_formats = self._negotiate()
+            self.identity = self._identity()
+            self.canonical = pipeline.canonical() + (
+                "|auto:" + ",".join(self.auto_formats) if self.auto_formats else "")
+            return self._answer()
         except OssError as err:
-            return self._error(err, environ, start_response, request_id, head)
+            return self._error(err)
         except Exception:   # a bug or a codec failure must cost one request, never the worker
-            log.exception("processing %r failed (request %s)", process, request_id)
-            err = OssError("InternalError", "We encountered an internal error. Please try again.")
-            return self._error(err, environ, start_response, request_id, head)
+            log.exception("processing %r failed (request %s)", self.process, self.request_id)
+            return self._error(OssError("InternalError",
+                                        "We encountered an internal error. Please try again."))
 
-        headers = [("Content-Type", result.content_type),
-                   ("Content-Length", str(len(result.body))),
-                   ("x-oss-request-id", request_id)]
-        for name in KEPT_SOURCE_HEADERS:
-            value = upstream.headers.get(name)
-            if value is not None:
-                headers.append((name, value))
-        headers.extend((k, v) for k, v in upstream.headers.items() if k.lower().startswith("x-oss-meta-"))
-        start_response("200 OK", headers)
-        return [] if head else [result.body]
+    def _answer(self):
+        fetched: Upstream | None = None
+        if _is_conditional(self.environ):
+            fetched = call(self.app, self._client_conditional())
+            if fetched.status_code == 304:
+                return self._not_modified(fetched)
+            if fetched.status_code != 200:
+                return self._pass_through(fetched)
 
-    def _object_loader(self, environ):
+        if fetched is None and self.cache_enabled:
+            remembered = self.cache.remembered(self.identity)
+            if remembered:
+                entry = self.cache.get(self._key(remembered))
+                if entry is not None:
+                    fresh, fetched = self._revalidate(entry)
+                    if fresh:
+                        return self._serve(entry, "revalidated")
+                    _close(entry)
+
+        if fetched is None:
+            fetched = call(self.app, source_environ(self.environ))
+        if fetched.status_code != 200:
+            return self._pass_through(fetched)
+
+        validator = validator_of(fetched.headers)
+        if not (self.cache_enabled and validator):
+            return self._serve(self._compute(fetched), "bypass")
+        self.cache.remember(self.identity, validator)
+        key = self._key(validator)
+        entry = self.cache.get(key)
+        if entry is not None:
+            fresh, _ = self._revalidate(entry, skip_source=True)
+            if fresh:
+                fetched.close()
+                return self._serve(entry, "hit")
+            _close(entry)
+            self.cache.discard(key)
+        entry, computed = self.cache.single_flight(key, lambda: self._compute(fetched))
+        if not computed:
+            fetched.close()
+        return self._serve(entry, "miss" if computed else "hit")
+
+    # --- the pieces -----------------------------------------------------------------------------------
+
+    @property
+    def cache_enabled(self) -> bool:
+        return bool(self.config.cache_memory_bytes or self.config.cache_dir)
+
+    def _identity(self) -> str:
+        """Which object this is, across hosts (virtual-host buckets) and paths; with other query
+        parameters (versionId) but without x-oss-process."""
+        env = source_environ(self.environ)
+        return "\n".join((self.environ.get("HTTP_HOST", ""), self.environ.get("SCRIPT_NAME", ""),
+                          env.get("PATH_INFO", ""), env["QUERY_STRING"]))
+
+    def _key(self, validator: str) -> str:
+        return result_key(self.identity, validator, self.canonical, self.config.output_fingerprint())
+
+    def _negotiate(self) -> tuple[str, ...]:
+        """The configured auto formats this client accepts explicitly (not through */*)."""
+        if not self.config.auto_formats:
+            return ()
+        accept = parse_accept_header(self.environ.get("HTTP_ACCEPT"), MIMEAccept)
+        wanted = {"jpg": "image/jpeg"}
+        return tuple(fmt for fmt in self.config.auto_formats
+                     if any(value == wanted.get(fmt, "image/" + fmt) and quality > 0
+                            for value, quality in accept))
+
+    def _client_conditional(self) -> dict:
+        env = source_environ(self.environ)
+        for name in ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE"):
+            if name in self.environ:
+                env[name] = self.environ[name]
+        return env
+
+    def _revalidate(self, entry: Entry, skip_source: bool = False) -> tuple[bool, Upstream | None]:
+        """Whether every object the entry was made from is unchanged, by conditional GETs. A changed
+        source comes back as its fresh 200 answer, so the miss that follows does not fetch it again."""
+        for index, (path, query, validator) in enumerate(entry.validators):
+            if index == 0 and skip_source:
+                continue
+            upstream = call(self.app, conditional_environ(self.environ, path, query, validator))
+            if upstream.status_code == 304:
+                upstream.close()
+                continue
+            if upstream.status_code == 200 and validator_of(upstream.headers) == validator:
+                upstream.close()   # an app that ignores conditionals: same version, body unread
+                continue
+            if index == 0 and upstream.status_code == 200:
+                return False, upstream
+            upstream.close()
+            return False, None
+        return True, None
+
+    def _compute(self, fetched: Upstream) -> Entry:
+        validators = [(self.environ.get("PATH_INFO", ""), source_environ(self.environ)["QUERY_STRING"],
+                       validator_of(fetched.headers) or "")]
+        body = fetched.read(self.config.max_source_bytes)
+        result = run(self.pipeline, body, self.config, self._object_loader(validators), self.auto_formats)
+        headers = [(name, fetched.headers[name]) for name in KEPT_SOURCE_HEADERS if name in fetched.headers]
+        headers += [(k, v) for k, v in fetched.headers.items() if k.lower().startswith("x-oss-meta-")]
+        if any(not validator for _, _, validator in validators):
+            validators = []   # an object we cannot revalidate: the result must not be reused
+        return Entry(result.content_type, headers, validators, body=result.body, length=len(result.body))
+
+    def _object_loader(self, validators: list):
         """load_object(key, formats, orient) for this request: other objects through the wrapped app,
-        with the request's own headers (so its access rules apply), each key fetched once."""
+        with the request's own headers (so its access rules apply), each key fetched once; each one's
+        validator is recorded so a cached result is revalidated against it too."""
         loaded: dict[tuple[str, bool], object] = {}
         config = self.config
 
@@ -97,25 +220,77 @@ class ImageMiddleware:
                                "0040-00000025")
             if not is_object_key(key):
                 raise missing
-            upstream = call(self.app, object_environ(environ, self.object_path(environ, key)))
+            path = self.mw.object_path(self.environ, key)
+            upstream = call(self.app, object_environ(self.environ, path))
             if upstream.status_code != 200:
                 upstream.close()
                 raise missing
+            validators.append((path, "", validator_of(upstream.headers) or ""))
             loaded[key, orient] = load_image(upstream.read(config.max_source_bytes), config, formats,
                                              orient)
             return loaded[key, orient]
 
         return load_object
 
-    def _pass_through(self, upstream, start_response, head: bool):
-        start_response(upstream.status, upstream.headers.to_wsgi_list())
-        if head:
+    # --- answers --------------------------------------------------------------------------------------
+
+    def _serve(self, entry: Entry, how: str):
+        headers = [("Content-Type", entry.content_type), ("Content-Length", str(entry.length)),
+                   ("x-oss-request-id", self.request_id), (CACHE_HEADER, how)]
+        headers += self._source_headers(entry.headers)
+        self.start_response("200 OK", headers)
+        if self.head:
+            _close(entry)
+            return []
+        if entry.file is not None:
+            wrapper = self.environ.get("wsgi.file_wrapper", FileWrapper)
+            return wrapper(entry.file, 1 << 16)
+        return [entry.body]
+
+    def _source_headers(self, source: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        headers = [(k, v) for k, v in source if k != "Cache-Control" or not self.config.cache_control]
+        if self.config.cache_control:
+            headers.append(("Cache-Control", self.config.cache_control))
+        if self.vary:
+            headers.append(self.vary)
+        return headers
+
+    def _not_modified(self, upstream: Upstream):
+        upstream.close()
+        kept = [(k, v) for k, v in upstream.headers.items()
+                if k in ("ETag", "Last-Modified", "Cache-Control", "Expires")]
+        if "ETag" not in upstream.headers and self.cache_enabled:
+            # a 304 repeats the validator; some apps leave it out, our memo has it
+            remembered = self.cache.remembered(self.identity)
+            if remembered and not remembered.startswith('W/"lm-'):
+                kept.append(("ETag", remembered))
+        headers = [("x-oss-request-id", self.request_id), (CACHE_HEADER, "revalidated")]
+        headers += self._source_headers(kept)
+        self.start_response("304 Not Modified", headers)
+        return []
+
+    def _pass_through(self, upstream: Upstream):
+        self.start_response(upstream.status, upstream.headers.to_wsgi_list())
+        if self.head:
             upstream.close()
             return []
         return ClosingIterable(chain(upstream.written, upstream.body), upstream.close)
 
-    def _error(self, err: OssError, environ, start_response, request_id: str, head: bool):
-        host_id = self.config.host_id or environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
-        status, headers, body = err.to_response(request_id, host_id)
-        start_response(status, headers)
-        return [] if head else [body]
+    def _error(self, err: OssError):
+        host_id = (self.config.host_id or self.environ.get("HTTP_HOST")
+                   or self.environ.get("SERVER_NAME", ""))
+        status, headers, body = err.to_response(self.request_id, host_id)
+        headers.append(("Cache-Control", self.config.cache_control_errors))
+        if self.vary:
+            headers.append(self.vary)
+        self.start_response(status, headers)
+        return [] if self.head else [body]
+
+
+def _is_conditional(environ) -> bool:
+    return "HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MODIFIED_SINCE" in environ
+
+
+def _close(entry: Entry) -> None:
+    if entry.file is not None:
+        entry.file.close()

@@ -162,6 +162,30 @@ def object_environ(environ: dict, path: str) -> dict:
     return env
 
 
+def validator_of(headers: Headers) -> str | None:
+    """What identifies this version of an object: its ETag, or, failing that, a weak one derived
+    from Last-Modified and Content-Length. None when neither exists (such a source is not cached)."""
+    etag = headers.get("ETag")
+    if etag:
+        return etag
+    modified, length = headers.get("Last-Modified"), headers.get("Content-Length")
+    if modified and length:
+        return f'W/"lm-{modified}-{length}"'
+    return None
+
+
+def conditional_environ(environ: dict, path: str, query: str, validator: str) -> dict:
+    """A conditional GET for one object at a version we hold: If-None-Match with its ETag, or
+    If-Modified-Since for a validator derived from Last-Modified."""
+    env = object_environ(environ, path)
+    env["QUERY_STRING"] = query
+    if validator.startswith('W/"lm-'):
+        env["HTTP_IF_MODIFIED_SINCE"] = validator[len('W/"lm-'):].rsplit("-", 1)[0]
+    else:
+        env["HTTP_IF_NONE_MATCH"] = validator
+    return env
+
+
 def call(app: Callable, environ: dict) -> Upstream:
     """Run the app until it has started its response; the body is left for :meth:`Upstream.read`."""
     started: list = []

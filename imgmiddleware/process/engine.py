@@ -65,10 +65,12 @@ def load_image(data: bytes | memoryview, config, formats: frozenset, orient: boo
     return apply_orientation(img, info.orientation) if orient else img
 
 
-def run(pipeline: Pipeline, data: bytes | memoryview, config, load_object=None) -> Result:
-    """Process ``data``. ``load_object(key, formats, orient)`` fetches other objects (watermarks)."""
+def run(pipeline: Pipeline, data: bytes | memoryview, config, load_object=None,
+        auto_formats: tuple = ()) -> Result:
+    """Process ``data``. ``load_object(key, formats, orient)`` fetches other objects (watermarks);
+    ``auto_formats`` are the formats the client accepts, for a request that names none."""
     info = inspect(data, config)
-    plan = make_plan(pipeline, info, len(data), config)
+    plan = make_plan(pipeline, info, len(data), config, auto_formats)
     plan.context.load_object = load_object
     if plan.report is not None and not plan.report.spec.needs_pixels:
         return _json(plan.report.spec.apply(None, plan.report.args, plan.context))

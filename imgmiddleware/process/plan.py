@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..imaging.decode import reduced_size
+from ..imaging import heif
 from ..imaging.colour import needs_conversion
 from ..imaging.encode import ANIMATED, DEEP, GREY, KEEPS_ALPHA, EncodeOptions
 from ..imaging.probe import Probe
@@ -34,8 +35,9 @@ class Plan:
     context: RunContext
 
 
-def output_options(pipeline: Pipeline, probe: Probe, config) -> EncodeOptions:
-    fmt = probe.format
+def output_options(pipeline: Pipeline, probe: Probe, config, auto_formats: tuple = ()
+                   ) -> EncodeOptions:
+    fmt = negotiated(pipeline, probe, auto_formats) or probe.format
     quality_args: dict = {}
     progressive = False
     for step in pipeline.steps:
@@ -57,6 +59,21 @@ def output_options(pipeline: Pipeline, probe: Probe, config) -> EncodeOptions:
     )
 
 
+def negotiated(pipeline: Pipeline, probe: Probe, auto_formats: tuple) -> str | None:
+    """The first Accept-negotiated format that fits, when the request names no format itself.
+
+    An animated source only takes a format that animates; HEIC only when its extra is there."""
+    if not auto_formats or any(step.name == "format" for step in pipeline.steps):
+        return None
+    for fmt in auto_formats:
+        if probe.frames > 1 and fmt not in ANIMATED:
+            continue
+        if fmt == "heic" and not heif.AVAILABLE:
+            continue
+        return fmt
+    return None
+
+
 def resolve_quality(fmt: str, args: dict, source_quality: int | None, config) -> int:
     """Spec §5.15: Q absolute but never above the source; q relative to the source JPEG quality."""
     default = {"jpg": config.jpeg_quality, "webp": config.webp_quality, "avif": config.avif_quality,
@@ -74,12 +91,13 @@ def resolve_quality(fmt: str, args: dict, source_quality: int | None, config) ->
     return default
 
 
-def make_plan(pipeline: Pipeline, probe: Probe, source_bytes: int, config) -> Plan:
+def make_plan(pipeline: Pipeline, probe: Probe, source_bytes: int, config, auto_formats: tuple = ()
+              ) -> Plan:
     auto_orient = True
     for step in pipeline.steps:
         if step.spec.role == FLAG and step.name == "auto-orient":
             auto_orient = step.args["value"] == 1
-    output = output_options(pipeline, probe, config)
+    output = output_options(pipeline, probe, config, auto_formats)
 
     steps: list[Step] = []
     report = None

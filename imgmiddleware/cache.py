@@ -1,0 +1,255 @@
+"""The result cache: an in-process LRU bounded by bytes, over a disk tier shared by every worker on
+the machine, with single-flight so that concurrent requests for one result do the work once.
+
+It knows nothing of WSGI. An entry is a processed body plus what is needed to answer with it and to
+prove it is still valid: its content type, the response headers taken from the source, and the
+validators (path, ETag) of every object it was made from (the source and any watermark images).
+
+Disk entries are one diskcache value each: a small JSON header followed by the body, written by a
+single SQLite transaction after the file is complete, so a worker killed mid-write leaves at most an
+orphan file that nothing points to, never an entry that is served. A full disk or any other storage
+error degrades to "not cached" and is logged, never raised to the request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import cv2
+import PIL
+from cachetools import LRUCache
+
+log = logging.getLogger("imgmiddleware.cache")
+
+CACHE_SCHEMA = 1   # bump when the stored layout or the meaning of a key changes
+_HEADER = struct.Struct(">I")
+FAILED = object()  # what a disk operation returns when storage failed (distinct from False/None)
+
+
+def engine_version() -> str:
+    """Everything besides the request that changes output bytes: our code and the codecs'."""
+    from . import __version__
+    return f"imgmiddleware {__version__}; cv2 {cv2.__version__}; Pillow {PIL.__version__}; {CACHE_SCHEMA}"
+
+
+@dataclass
+class Entry:
+    content_type: str
+    headers: list[tuple[str, str]]              # source headers the answer carries (ETag, ...)
+    validators: list[tuple[str, str]]           # (object path, validator) it was made from
+    body: bytes | None = None                   # in memory
+    file: io.BufferedReader | None = None       # or an open disk file positioned at the body
+    length: int = 0
+
+    def meta(self) -> dict:
+        return {"content_type": self.content_type, "headers": self.headers,
+                "validators": self.validators, "length": self.length}
+
+
+@dataclass
+class CacheStats:
+    memory_entries: int = 0
+    memory_bytes: int = 0
+    disk_entries: int = 0
+    disk_bytes: int = 0
+    counters: dict = field(default_factory=dict)
+
+
+def result_key(identity: str, validator: str, canonical: str, settings: str) -> str:
+    raw = "\n".join((identity, validator, canonical, settings, engine_version()))
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+class ResultCache:
+    """Memory LRU (bytes) + optional disk tier (bytes) + single-flight + the validator memo."""
+
+    def __init__(self, memory_bytes: int, disk_dir: str = "", disk_bytes: int = 0,
+                 wait_seconds: float = 30.0) -> None:
+        self._lock = threading.Lock()
+        self._memory: LRUCache | None = (
+            LRUCache(maxsize=memory_bytes, getsizeof=lambda e: e.length + 256) if memory_bytes else None)
+        self._memo: LRUCache = LRUCache(maxsize=100_000)    # object identity -> last validator
+        self._flights: dict[str, threading.Event] = {}
+        self.wait_seconds = wait_seconds
+        self.counters = {"hit": 0, "miss": 0, "revalidated": 0, "stored": 0, "store_errors": 0}
+        self._disk = None
+        if disk_dir and disk_bytes:
+            import diskcache
+            os.makedirs(disk_dir, exist_ok=True)
+            self._disk = diskcache.Cache(disk_dir, size_limit=disk_bytes,
+                                         eviction_policy="least-recently-used")
+
+    # --- the validator memo: which ETag did this object have last time? -----------------------------
+
+    def remembered(self, identity: str) -> str | None:
+        with self._lock:
+            found = self._memo.get(identity)
+        if found is None and self._disk is not None:
+            found = self._safe(lambda: self._disk.get("memo:" + identity))
+            if found is FAILED:
+                return None
+            if found is not None:
+                with self._lock:
+                    self._memo[identity] = found
+        return found
+
+    def remember(self, identity: str, validator: str) -> None:
+        with self._lock:
+            self._memo[identity] = validator
+        if self._disk is not None:
+            self._safe(lambda: self._disk.set("memo:" + identity, validator))
+
+    # --- entries ---------------------------------------------------------------------------------------
+
+    def get(self, key: str) -> Entry | None:
+        if self._memory is not None:
+            with self._lock:
+                entry = self._memory.get(key)
+            if entry is not None:
+                return entry
+        if self._disk is None:
+            return None
+        handle = self._safe(lambda: self._disk.get("r:" + key, read=True))
+        if handle is None or handle is FAILED:
+            return None
+        try:
+            (size,) = _HEADER.unpack(handle.read(_HEADER.size))
+            meta = json.loads(handle.read(size))
+            entry = Entry(meta["content_type"], [tuple(h) for h in meta["headers"]],
+                          [tuple(v) for v in meta["validators"]], file=handle, length=meta["length"])
+        except (ValueError, KeyError, struct.error, OSError):
+            handle.close()
+            return None
+        self._promote(key, entry)
+        return entry
+
+    def _promote(self, key: str, entry: Entry) -> None:
+        """Small disk hits are copied into memory so the next one costs no file open."""
+        if self._memory is None or entry.length > self._memory.maxsize // 16:
+            return
+        position = entry.file.tell()
+        body = entry.file.read(entry.length)
+        entry.file.seek(position)
+        if len(body) == entry.length:
+            self._put_memory(key, Entry(entry.content_type, entry.headers, entry.validators,
+                                        body=body, length=entry.length))
+
+    def put(self, key: str, entry: Entry) -> None:
+        self._put_memory(key, entry)
+        if self._disk is not None:
+            meta = json.dumps(entry.meta()).encode("utf-8")
+            blob = io.BytesIO(_HEADER.pack(len(meta)) + meta + entry.body)
+            if self._safe(lambda: self._disk.set("r:" + key, blob, read=True)) is FAILED:
+                self.counters["store_errors"] += 1
+                return
+        self.counters["stored"] += 1
+
+    def _put_memory(self, key: str, entry: Entry) -> None:
+        if self._memory is not None and entry.length + 256 <= self._memory.maxsize:
+            with self._lock:
+                self._memory[key] = entry
+
+    def discard(self, key: str) -> None:
+        with self._lock:
+            if self._memory is not None:
+                self._memory.pop(key, None)
+        if self._disk is not None:
+            self._safe(lambda: self._disk.delete("r:" + key))
+
+    def _safe(self, operation):
+        """Run a disk operation; a storage failure (disk full, I/O error) is logged, not raised."""
+        try:
+            return operation()
+        except Exception as exc:   # sqlite3 errors, OSError (ENOSPC), timeouts
+            log.warning("result cache disk tier unavailable: %s", exc)
+            return FAILED
+
+    # --- single-flight ------------------------------------------------------------------------------
+
+    def single_flight(self, key: str, compute: Callable[[], Entry]) -> tuple[Entry, bool]:
+        """(entry, computed_here). One caller per key computes, in this process and across processes
+        sharing the disk tier; the others wait (bounded) for its result, and compute themselves if
+        the leader failed or took too long."""
+        deadline = time.monotonic() + self.wait_seconds
+        while True:
+            with self._lock:
+                event = self._flights.get(key)
+                leader = event is None
+                if leader:
+                    event = self._flights[key] = threading.Event()
+            if leader:
+                try:
+                    return self._lead(key, compute, deadline)
+                finally:
+                    with self._lock:
+                        self._flights.pop(key, None)
+                    event.set()
+            event.wait(max(0.0, deadline - time.monotonic()))
+            entry = self.get(key)
+            if entry is not None:
+                return entry, False
+            if time.monotonic() >= deadline:
+                return self._store(key, compute()), True
+
+    def _lead(self, key: str, compute: Callable[[], Entry], deadline: float) -> tuple[Entry, bool]:
+        if self._disk is None:
+            return self._store(key, compute()), True
+        lease = "lease:" + key
+        while True:
+            # diskcache.add is atomic across processes: the first worker to add the lease leads. The
+            # lease expires by itself, so a worker killed while leading blocks nobody for long.
+            won = self._safe(lambda: self._disk.add(lease, os.getpid(), expire=self.wait_seconds))
+            if won is FAILED:
+                return self._store(key, compute()), True       # no shared storage: work unshared
+            if won:
+                try:
+                    entry = self.get(key)          # another worker may have finished meanwhile
+                    if entry is not None:
+                        return entry, False
+                    return self._store(key, compute()), True
+                finally:
+                    self._safe(lambda: self._disk.delete(lease))
+            entry = self.get(key)
+            if entry is not None:
+                return entry, False
+            if time.monotonic() >= deadline:
+                return self._store(key, compute()), True       # the leader is too slow: bounded wait
+            time.sleep(0.005)                  # the leader is working, or just failed: ask again
+
+    def _store(self, key: str, entry: Entry) -> Entry:
+        self.put(key, entry)
+        return entry
+
+    # --- operations -----------------------------------------------------------------------------------
+
+    def stats(self) -> CacheStats:
+        stats = CacheStats(counters=dict(self.counters))
+        if self._memory is not None:
+            with self._lock:
+                stats.memory_entries = len(self._memory)
+                stats.memory_bytes = int(self._memory.currsize)
+        if self._disk is not None:
+            stats.disk_entries = sum(1 for k in self._disk.iterkeys() if str(k).startswith("r:"))
+            stats.disk_bytes = int(self._disk.volume())
+        return stats
+
+    def clear(self) -> None:
+        with self._lock:
+            if self._memory is not None:
+                self._memory.clear()
+            self._memo.clear()
+        if self._disk is not None:
+            self._disk.clear()
+
+    def close(self) -> None:
+        if self._disk is not None:
+            self._disk.close()
