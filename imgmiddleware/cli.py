@@ -91,6 +91,32 @@ def process(args: argparse.Namespace) -> int:
     return 0
 
 
+def cache_command(args: argparse.Namespace) -> int:
+    """Statistics or clearing of the shared disk tier (each worker's memory tier lives and dies with
+    the worker; its entries are revalidated on every hit, so they are never stale)."""
+    from .cache import ResultCache
+
+    config = load_config(args.config)
+    if not config.cache_dir:
+        print("no disk cache: cache_dir is not set in the configuration", file=sys.stderr)
+        return 1
+    cache = ResultCache(0, config.cache_dir, config.cache_disk_bytes)
+    try:
+        if args.action == "clear":
+            before = cache.stats()
+            cache.clear()
+            print(f"cleared {before.disk_entries} results ({before.disk_bytes} bytes) from {config.cache_dir}")
+        else:
+            stats = cache.stats()
+            print(f"directory: {os.path.abspath(config.cache_dir)}")
+            print(f"results:   {stats.disk_entries}")
+            print(f"bytes:     {stats.disk_bytes} of {config.cache_disk_bytes} "
+                  f"({100 * stats.disk_bytes / max(config.cache_disk_bytes, 1):.1f}%)")
+    finally:
+        cache.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="imgmiddleware", description=__doc__)
     parser.add_argument("--config", help="TOML config file (default: conf/imgmiddleware.toml if present)")
@@ -108,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     p_proc.add_argument("process", help="e.g. image/resize,w_100/format,webp")
     p_proc.add_argument("output")
     p_proc.set_defaults(func=process)
+
+    p_cache = sub.add_parser("cache", help="show statistics of the shared disk cache, or clear it")
+    p_cache.add_argument("action", choices=("stats", "clear"))
+    p_cache.set_defaults(func=cache_command)
 
     args = parser.parse_args(argv)
     return args.func(args)
