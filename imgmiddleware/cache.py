@@ -144,6 +144,8 @@ class ResultCache:
                                         body=body, length=entry.length))
 
     def put(self, key: str, entry: Entry) -> None:
+        if not entry.validators:
+            return   # nothing to revalidate it by (an object without ETag or dates): never reused
         self._put_memory(key, entry)
         if self._disk is not None:
             meta = json.dumps(entry.meta()).encode("utf-8")
