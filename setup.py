@@ -22,6 +22,8 @@ setup(
         "werkzeug>=3.1",
         # The in-process LRU tier of the result cache.
         "cachetools>=5.3",
+        # The disk tier of the result cache, shared by every worker on the machine (SQLite + files).
+        "diskcache>=5.6",
         # The production server `imgmiddleware serve` runs.
         "gunicorn>=23.0",
         # Header probing, EXIF and JPEG quantisation tables only; pixels go through OpenCV.
