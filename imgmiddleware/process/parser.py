@@ -33,6 +33,49 @@ class Pipeline:
         return [step.name for step in self.steps]
 
 
+@dataclass(frozen=True)
+class SaveAs:
+    """sys/saveas (spec §1.5): where a POST stores its result. ``bucket`` "" means the source's."""
+    key: str
+    bucket: str
+
+
+def parse_post(body: str, config, styles: Mapping[str, str] | None = None) -> tuple[Pipeline, SaveAs]:
+    """A ProcessObject body: ``x-oss-process=<pipeline>|sys/saveas,o_<b64>[,b_<b64>]``.
+
+    The body is taken as it is after the prefix: no '+'-as-space decoding, because ali-oss sends raw
+    '+' inside base64 values (spec §1.5)."""
+    text = body.strip()
+    if not text.startswith("x-oss-process="):
+        raise OssError("InvalidArgument", "no x-oss-process parameter found in the request body.")
+    process = text[len("x-oss-process="):]
+    stages = process.split("|")
+    saves = [s for s in stages if s.startswith("sys/")]
+    if len(saves) != 1 or stages[-1] != saves[0] or not saves[0].startswith("sys/saveas"):
+        raise OssError("InvalidArgument", "The process must end with one sys/saveas.")
+    pipeline = parse("|".join(stages[:-1]), config, styles)
+    return pipeline, _saveas(saves[0])
+
+
+def _saveas(stage: str) -> SaveAs:
+    from ..ops.base import decode_base64_lenient
+
+    values = {}
+    for item in stage.split(",")[1:]:
+        key, sep, value = item.partition("_")
+        if sep and key in ("o", "b"):
+            values[key] = value
+    if "o" not in values:
+        raise OssError("InvalidArgument", "sys/saveas needs o_ (the target object, base64).")
+    decoded = {}
+    for key, value in values.items():
+        try:
+            decoded[key] = decode_base64_lenient(value).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            raise OssError("BadRequest", "Input is not base64 decoding.") from None
+    return SaveAs(decoded["o"], decoded.get("b", ""))
+
+
 def parse(process: str, config, styles: Mapping[str, str] | None = None) -> Pipeline:
     """Validate a whole GET process string. Raises OssError (400/404) on the first problem."""
     if len(process.encode("utf-8")) > config.max_process_length:

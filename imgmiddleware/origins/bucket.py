@@ -1,0 +1,369 @@
+"""An OSS-compatible bucket over a local directory: ``root/<bucket>/<key>``, the embedded default.
+
+GetObject / HeadObject (Range and conditional GET through werkzeug's send_file), PutObject (streamed to
+a temporary file, then renamed: atomic), DeleteObject, user metadata, OSS-style ETags (the upper-case
+MD5 of the content, quoted), NoSuchKey / NoSuchBucket XML errors, V1/V4 signatures and a canned ACL
+per bucket. Path-style (``/bucket/key``, what SDKs use for an IP or localhost endpoint) and
+virtual-host style (``bucket.<host>``) addressing.
+
+Metadata lives beside the data under ``root/.imgmw/meta/`` (no bucket can be named ``.imgmw``), keyed
+to the data file's identity (inode, mtime, size): a reader takes the ETag of the very file it opened,
+so a concurrent PUT shows it the old object or the new one, never a mix. Files dropped into a bucket
+directory by hand are served too; their ETag is computed on first read and remembered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import mimetypes
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import unquote
+from xml.sax.saxutils import escape
+
+from werkzeug.security import safe_join
+from werkzeug.utils import send_file
+
+from ..auth import SignedRequest, verify
+from ..errors import OssError, new_request_id
+
+META_DIR = ".imgmw"
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]\Z")
+ACLS = ("private", "public-read", "public-read-write")
+PRINCIPAL = "imgmiddleware.principal"    # set by the middleware on its subrequests after verifying
+SUBREQUEST = "imgmiddleware.subrequest"
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Located:
+    bucket: str
+    key: str
+    virtual_host: bool
+
+
+def _is_ip_or_localhost(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
+class BucketAddressing:
+    """Where buckets and keys are in a request, and where another object of a bucket lives."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+
+    def locate(self, environ) -> Located:
+        host = environ.get("HTTP_HOST", "").rsplit(":", 1)[0] if "]" not in environ.get("HTTP_HOST", "") \
+            else environ.get("HTTP_HOST", "")
+        path = environ.get("PATH_INFO", "") or "/"
+        first = host.split(".", 1)[0]
+        if not _is_ip_or_localhost(host) and "." in host and BUCKET_NAME.match(first) \
+                and (self.root / first).is_dir():
+            return Located(first, path[1:], True)
+        bucket, _, key = path[1:].partition("/")
+        return Located(bucket, key, False)
+
+    def bucket_of(self, environ) -> str:
+        return self.locate(environ).bucket
+
+    def object_path(self, environ, key: str, bucket: str | None = None) -> str:
+        """PATH_INFO for ``key`` in ``bucket`` (default: the request's bucket), in the request's style."""
+        here = self.locate(environ)
+        if here.virtual_host and (bucket is None or bucket == here.bucket):
+            return "/" + key
+        return f"/{bucket or here.bucket}/{key}"
+
+
+class BucketApp:
+    """The WSGI app. ``credentials`` maps AccessKeyId -> secret; ``acl`` maps bucket -> canned ACL."""
+
+    def __init__(self, root: str | os.PathLike, credentials: Mapping[str, str] | None = None,
+                 acl: Mapping[str, str] | None = None, default_acl: str = "public-read",
+                 styles=None) -> None:
+        self.root = Path(root)
+        self.addressing = BucketAddressing(root)
+        self.credentials = dict(credentials or {})
+        self.acl = dict(acl or {})
+        self.default_acl = default_acl
+        self.styles = styles
+
+    # --- WSGI ---------------------------------------------------------------------------------------
+
+    def __call__(self, environ, start_response):
+        request_id = new_request_id()
+        try:
+            response = self._dispatch(environ, request_id)
+        except OssError as err:
+            status, headers, body = err.to_response(request_id, environ.get("HTTP_HOST", ""))
+            start_response(status, headers)
+            return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+        response.headers["x-oss-request-id"] = request_id
+        response.headers["Server"] = "AliyunOSS"
+        return response(environ, start_response)
+
+    def _dispatch(self, environ, request_id: str):
+        from werkzeug.wrappers import Response
+
+        where = self.addressing.locate(environ)
+        method = environ.get("REQUEST_METHOD", "GET")
+        query = _query(environ)
+        if not where.bucket:
+            raise OssError("NotImplemented", "Listing buckets is not supported.")
+        bucket_dir = self._bucket_dir(where.bucket)
+        principal = self._authenticate(environ, where, query)
+        if "style" in dict(query) and not where.key:
+            return self._style_api(environ, method, where.bucket, dict(query), principal)
+        if not where.key:
+            raise OssError("NotImplemented", "Bucket operations other than styles are not supported.")
+        path = self._object_path(bucket_dir, where.key)
+        if method in ("GET", "HEAD"):
+            self._allow(where.bucket, principal, write=False)
+            return self._get(environ, where, path)
+        if method == "PUT":
+            self._allow(where.bucket, principal, write=True)
+            return self._put(environ, where, path)
+        if method == "DELETE":
+            self._allow(where.bucket, principal, write=True)
+            self._delete(where, path)
+            return Response(status=204)
+        if method == "POST":
+            raise OssError("InvalidArgument", f"operation not support post: {_query_names(query)}")
+        raise OssError("MethodNotAllowed", "The specified method is not allowed against this resource.",
+                       status=405)
+
+    # --- access ---------------------------------------------------------------------------------------
+
+    def _authenticate(self, environ, where: Located, query) -> str | None:
+        if environ.get(SUBREQUEST) and PRINCIPAL in environ:
+            return environ[PRINCIPAL] or None       # the middleware verified the outer request
+        headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
+        for name in ("CONTENT_TYPE", "CONTENT_MD5"):
+            if environ.get(name):
+                headers[name.replace("_", "-").lower()] = environ[name]
+        return verify(SignedRequest(environ.get("REQUEST_METHOD", "GET"), headers, query,
+                                    where.bucket, where.key), self.credentials)
+
+    def bucket_acl(self, bucket: str) -> str:
+        return self.acl.get(bucket, self.default_acl)
+
+    def _allow(self, bucket: str, principal: str | None, write: bool) -> None:
+        if principal is not None:
+            return
+        acl = self.bucket_acl(bucket)
+        if acl == "public-read-write" or (acl == "public-read" and not write):
+            return
+        raise OssError("AccessDenied", "You have no right to access this object because of bucket acl.",
+                       "0003-00000001")
+
+    # --- paths ----------------------------------------------------------------------------------------
+
+    def _bucket_dir(self, bucket: str) -> Path:
+        path = self.root / bucket
+        if not BUCKET_NAME.match(bucket) or not path.is_dir():
+            raise OssError("NoSuchBucket", "The specified bucket does not exist.", "0015-00000101",
+                           BucketName=bucket)
+        return path
+
+    @staticmethod
+    def _object_path(bucket_dir: Path, key: str) -> Path:
+        if "\0" in key or key.endswith("/") or len(key.encode("utf-8")) > 1023:
+            raise OssError("InvalidObjectName", "The specified object is not valid.", status=400)
+        joined = safe_join(str(bucket_dir), key)
+        if joined is None:                  # '..', an absolute path, a backslash: never outside root
+            raise OssError("InvalidObjectName", "The specified object is not valid.", status=400)
+        return Path(joined)
+
+    def _meta_path(self, bucket: str, key: str) -> Path:
+        return self.root / META_DIR / "meta" / bucket / (key + ".json")
+
+    # --- objects --------------------------------------------------------------------------------------
+
+    def _no_such_key(self, where: Located) -> OssError:
+        return OssError("NoSuchKey", "The specified key does not exist.", "0026-00000001", Key=where.key)
+
+    def _get(self, environ, where: Located, path: Path):
+        try:
+            handle = open(path, "rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise self._no_such_key(where) from None
+        try:
+            meta = self._meta_for(where, handle)
+        except Exception:
+            handle.close()
+            raise
+        response = send_file(handle, environ, mimetype=meta["content_type"], etag=meta["etag"],
+                             last_modified=meta["mtime"], conditional=True, max_age=None)
+        response.headers["ETag"] = '"' + meta["etag"] + '"'
+        response.headers.pop("Cache-Control", None)
+        for name, value in meta.get("user_meta", {}).items():
+            response.headers["x-oss-meta-" + name] = value
+        response.headers["x-oss-object-type"] = "Normal"
+        response.headers["x-oss-storage-class"] = "Standard"
+        return response
+
+    def _meta_for(self, where: Located, handle) -> dict:
+        """The metadata of the file behind ``handle``: from the sidecar when it describes this very
+        file, else computed from the open file (and remembered)."""
+        st = os.fstat(handle.fileno())
+        identity = [st.st_ino, st.st_mtime_ns, st.st_size]
+        meta_path = self._meta_path(where.bucket, where.key)
+        try:
+            meta = json.loads(meta_path.read_text("utf-8"))
+            if meta.get("identity") == identity:
+                return meta
+        except (OSError, ValueError):
+            pass
+        digest = hashlib.md5()
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+        handle.seek(0)
+        meta = {"identity": identity, "etag": digest.hexdigest().upper(),
+                "content_type": mimetypes.guess_type(where.key)[0] or "application/octet-stream",
+                "mtime": st.st_mtime, "user_meta": {}}
+        _write_atomically(meta_path, json.dumps(meta).encode("utf-8"))
+        return meta
+
+    def _put(self, environ, where: Located, path: Path):
+        from werkzeug.wrappers import Response
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise OssError("InvalidObjectName", "The specified object is not valid.", status=400)
+        stream = environ["wsgi.input"]
+        length = environ.get("CONTENT_LENGTH")
+        remaining = int(length) if length else None
+        digest = hashlib.md5()
+        fd, temp = tempfile.mkstemp(prefix=".put-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while remaining is None or remaining > 0:
+                    chunk = stream.read(CHUNK if remaining is None else min(CHUNK, remaining))
+                    if not chunk:
+                        break
+                    digest.update(chunk)
+                    out.write(chunk)
+                    if remaining is not None:
+                        remaining -= len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            if remaining:
+                raise OssError("IncompleteBody", "The request body is shorter than Content-Length.")
+            etag = digest.hexdigest().upper()
+            expected = environ.get("HTTP_CONTENT_MD5") or environ.get("CONTENT_MD5")
+            if expected and _md5_base64(bytes.fromhex(etag)) != expected:
+                raise OssError("InvalidDigest", "The Content-MD5 you specified is not valid.")
+            os.chmod(temp, 0o644)
+            os.replace(temp, path)           # atomic: readers see the old file or the new one
+        except BaseException:
+            if os.path.exists(temp):
+                os.unlink(temp)
+            raise
+        st = path.stat()
+        user_meta = {k[len("HTTP_X_OSS_META_"):].lower().replace("_", "-"): v for k, v in environ.items()
+                     if k.startswith("HTTP_X_OSS_META_")}
+        meta = {"identity": [st.st_ino, st.st_mtime_ns, st.st_size], "etag": etag,
+                "content_type": environ.get("CONTENT_TYPE") or mimetypes.guess_type(where.key)[0]
+                or "application/octet-stream", "mtime": st.st_mtime, "user_meta": user_meta}
+        _write_atomically(self._meta_path(where.bucket, where.key), json.dumps(meta).encode("utf-8"))
+        response = Response(status=200)
+        response.headers["ETag"] = f'"{etag}"'
+        return response
+
+    def _delete(self, where: Located, path: Path) -> None:
+        for target in (path, self._meta_path(where.bucket, where.key)):
+            try:
+                target.unlink()
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                pass
+
+    # --- styles (PutStyle / GetStyle / ListStyle / DeleteStyle) ---------------------------------------
+
+    def _style_api(self, environ, method: str, bucket: str, query: dict, principal: str | None):
+        from werkzeug.wrappers import Response
+
+        if self.styles is None:
+            raise OssError("NotImplemented", "Styles are not configured.")
+        if principal is None and self.credentials:
+            raise OssError("AccessDenied", "Style operations need a signed request.")
+        name = query.get("styleName")
+        if method == "GET" and name is None:
+            items = "".join(_style_xml(s) for s in self.styles.list(bucket))
+            return _xml_response(f"<StyleList>{items}</StyleList>")
+        if name is None:
+            raise OssError("InvalidArgument", "The parameter styleName is missing.")
+        if method == "PUT":
+            body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0) or -1)
+            match = re.search(rb"<Content>(.*?)</Content>", body, re.S)
+            if not match:
+                raise OssError("InvalidArgument", "The style content is missing.")
+            from xml.sax.saxutils import unescape
+            self.styles.put(bucket, name, unescape(match.group(1).decode("utf-8")).strip())
+            return Response(status=200)
+        if method == "GET":
+            style = self.styles.get_record(bucket, name)
+            if style is None:
+                raise OssError("NoSuchStyle", "The specified style does not exist.")
+            return _xml_response(_style_xml(style))
+        if method == "DELETE":
+            self.styles.delete(bucket, name)
+            return Response(status=204)
+        raise OssError("MethodNotAllowed", "The specified method is not allowed.", status=405)
+
+
+def _query(environ) -> list[tuple[str, str]]:
+    pairs = []
+    for raw in environ.get("QUERY_STRING", "").split("&"):
+        if raw:
+            key, _, value = raw.partition("=")
+            pairs.append((unquote(key), unquote(value)))
+    return pairs
+
+
+def _query_names(query) -> str:
+    return ",".join(k for k, _ in query) or "(none)"
+
+
+def _md5_base64(digest: bytes) -> str:
+    import base64
+    return base64.b64encode(digest).decode("ascii")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def _style_xml(style) -> str:
+    return (f"<Style><Name>{escape(style.name)}</Name><Content>{escape(style.content)}</Content>"
+            f"<CreateTime>{_iso(style.created)}</CreateTime>"
+            f"<LastModifyTime>{_iso(style.modified)}</LastModifyTime></Style>")
+
+
+def _xml_response(xml: str):
+    from werkzeug.wrappers import Response
+    return Response('<?xml version="1.0" encoding="UTF-8"?>\n' + xml, mimetype="application/xml")
