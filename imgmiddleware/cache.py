@@ -45,7 +45,7 @@ def engine_version() -> str:
 class Entry:
     content_type: str
     headers: list[tuple[str, str]]              # source headers the answer carries (ETag, ...)
-    validators: list[tuple[str, str]]           # (object path, validator) it was made from
+    validators: list[tuple[str, str, str]]      # (path, query, validator) of each object it was made from
     body: bytes | None = None                   # in memory
     file: io.BufferedReader | None = None       # or an open disk file positioned at the body
     length: int = 0
@@ -204,6 +204,9 @@ class ResultCache:
 
     def _lead(self, key: str, compute: Callable[[], Entry], deadline: float) -> tuple[Entry, bool]:
         if self._disk is None:
+            entry = self.get(key)                  # a leader that finished just before we led
+            if entry is not None:
+                return entry, False
             return self._store(key, compute()), True
         lease = "lease:" + key
         while True:

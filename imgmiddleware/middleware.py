@@ -16,6 +16,7 @@ wrapped app untouched: same environ, same streamed answer. A processed GET or HE
 
 from __future__ import annotations
 
+import functools
 import logging
 from itertools import chain
 
@@ -28,9 +29,9 @@ from .config import Config
 from .errors import OssError, new_request_id
 from .process import parse, run
 from .process.engine import load_image
-from .subrequest import (ClosingIterable, Upstream, call, conditional_environ, is_object_key,
-                         object_environ, process_string, root_object_path, source_environ,
-                         validator_of)
+from .subrequest import (PROCESS_PARAM, ClosingIterable, Upstream, call, conditional_environ,
+                         is_object_key, object_environ, process_string, query_pairs,
+                         root_object_path, source_environ, validator_of)
 
 log = logging.getLogger("imgmiddleware")
 
@@ -58,12 +59,24 @@ class ImageMiddleware:
         self.object_path = object_path
         self.cache = ResultCache(self.config.cache_memory_bytes, self.config.cache_dir,
                                  self.config.cache_disk_bytes, self.config.cache_wait_seconds)
+        self.fingerprint = self.config.output_fingerprint()   # the config is frozen
+        self._parsed = functools.lru_cache(maxsize=1024)(self._parse)
 
     def __call__(self, environ, start_response):
         process = process_string(environ)
         if process is None or environ.get("REQUEST_METHOD", "GET") not in PROCESSED_METHODS:
             return self.app(environ, start_response)
         return Request(self, environ, start_response, process).answer()
+
+    def parsed(self, process: str):
+        """(pipeline, canonical string) of a process string. Both depend only on the string and the
+        frozen config, so recent ones are memoised (an invalid string raises and is not); style/
+        strings are not, since config.styles is a plain dict."""
+        return self._parse(process) if "style/" in process else self._parsed(process)
+
+    def _parse(self, process: str):
+        pipeline = parse(process, self.config)
+        return pipeline, pipeline.canonical()
 
 
 class Request:
@@ -83,11 +96,10 @@ class Request:
 
     def answer(self):
         try:
-            pipeline = parse(self.process, self.config)
-            self.pipeline = pipeline
+            self.pipeline, canonical = self.mw.parsed(self.process)
             self.auto_formats = self._negotiate()
             self.identity = self._identity()
-            self.canonical = pipeline.canonical() + (
+            self.canonical = canonical + (
                 "|auto:" + ",".join(self.auto_formats) if self.auto_formats else "")
             return self._answer()
         except OssError as err:
@@ -147,13 +159,16 @@ class Request:
 
     def _identity(self) -> str:
         """Which object this is, across hosts (virtual-host buckets) and paths; with other query
-        parameters (versionId) but without x-oss-process."""
-        env = source_environ(self.environ)
-        return "\n".join((self.environ.get("HTTP_HOST", ""), self.environ.get("SCRIPT_NAME", ""),
-                          env.get("PATH_INFO", ""), env["QUERY_STRING"]))
+        parameters (versionId) but without x-oss-process: the PATH_INFO and QUERY_STRING of
+        source_environ(), without copying the environ."""
+        env = self.environ
+        query = "&".join(raw for raw, key, _ in query_pairs(env.get("QUERY_STRING", ""))
+                         if key != PROCESS_PARAM)
+        return "\n".join((env.get("HTTP_HOST", ""), env.get("SCRIPT_NAME", ""),
+                          env.get("PATH_INFO", ""), query))
 
     def _key(self, validator: str) -> str:
-        return result_key(self.identity, validator, self.canonical, self.config.output_fingerprint())
+        return result_key(self.identity, validator, self.canonical, self.mw.fingerprint)
 
     def _negotiate(self) -> tuple[str, ...]:
         """The configured auto formats this client accepts explicitly (not through */*)."""
@@ -257,8 +272,8 @@ class Request:
 
     def _not_modified(self, upstream: Upstream):
         upstream.close()
-        kept = [(k, v) for k, v in upstream.headers.items()
-                if k in ("ETag", "Last-Modified", "Cache-Control", "Expires")]
+        kept = [(name, upstream.headers[name]) for name in ("ETag", "Last-Modified", "Cache-Control",
+                                                            "Expires") if name in upstream.headers]
         if "ETag" not in upstream.headers and self.cache_enabled:
             # a 304 repeats the validator; some apps leave it out, our memo has it
             remembered = self.cache.remembered(self.identity)
