@@ -228,6 +228,10 @@ class ResultCache:
                 return entry, False
             if time.monotonic() >= deadline:
                 return self._store(key, compute()), True       # the leader is too slow: bounded wait
+            holder = self._safe(lambda: self._disk.get(lease))
+            if isinstance(holder, int) and not _alive(holder):
+                self._safe(lambda: self._disk.delete(lease))   # its worker was killed: take over now
+                continue
             time.sleep(0.005)                  # the leader is working, or just failed: ask again
 
     def _store(self, key: str, entry: Entry) -> Entry:
@@ -258,3 +262,14 @@ class ResultCache:
     def close(self) -> None:
         if self._disk is not None:
             self._disk.close()
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process of this machine still runs (leases are per machine, like the disk tier)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1005,3 +1005,26 @@ def test_a_watermark_object_without_any_validator_is_never_reused_stale(runs):
     assert again.headers[CACHE] not in CACHED
     assert mark_colour(ok(again)) == (255, 0, 0)
     assert len(runs) == 2
+
+
+def test_a_lease_left_by_a_killed_leader_is_taken_over_at_once(tmp_path, monkeypatch):
+    """A worker killed while leading leaves its lease behind; the next one sees its pid is gone and
+    leads instead of waiting out cache_wait_seconds."""
+    import subprocess
+    import sys
+
+    import imgmiddleware.cache as cache_module
+    from imgmiddleware.cache import Entry, ResultCache
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(dead.stdout)
+    cache = ResultCache(0, str(tmp_path / "c"), 10**8, wait_seconds=30)
+    cache._disk.add("lease:k", dead_pid, expire=30)
+    sleeps = []
+    monkeypatch.setattr(cache_module.time, "sleep", lambda s: sleeps.append(s))
+    entry, computed = cache.single_flight(
+        "k", lambda: Entry("image/jpeg", [], [("/a", "", '"1"')], body=b"x", length=1))
+    assert computed and entry.body == b"x"
+    assert len(sleeps) == 0                      # no polling for a leader that no longer exists
+    assert cache.get("k").length == 1
