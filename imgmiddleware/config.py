@@ -54,6 +54,15 @@ class Config:
     # Formats to choose by the Accept header when the request names none, in order ("avif,webp");
     # "" turns negotiation off. Responses then carry Vary: Accept.
     auto_format: str = ""
+    # --- the OSS surface (spec §1.3, §1.4, §9) ---
+    credentials: dict = field(default_factory=dict)   # AccessKeyId -> secret; {}: no signature checks
+    bucket_acl: dict = field(default_factory=dict)    # bucket -> private | public-read | public-read-write
+    default_acl: str = "public-read"
+    styles_file: str = ""                      # the operator's styles (conf/styles.toml); reloaded on change
+    style_delimiters: str = ""                 # any of - _ / ! : "key!name" means style/name
+    # Source-image protection (spec §1.4): bucket ("" for a bucketless app) -> {"prefixes": [...],
+    # "suffixes": [...]}; anonymous requests for a matching key must go through a style.
+    protected: dict = field(default_factory=dict)
     # --- identity in error bodies (spec §7 HostId) ---
     host_id: str = ""                          # empty: the request's Host header
     styles: dict = field(default_factory=dict, hash=False, compare=False)  # name -> "image/..." (issue 6)
@@ -70,6 +79,11 @@ class Config:
             raise ValueError("config png_compression must be within 0..9")
         if not isinstance(self.shrink_on_load_margin, (int, float)) or self.shrink_on_load_margin < 1:
             raise ValueError("config shrink_on_load_margin must be a number >= 1")
+        if self.default_acl not in ("private", "public-read", "public-read-write") or any(
+                acl not in ("private", "public-read", "public-read-write") for acl in self.bucket_acl.values()):
+            raise ValueError("config ACLs must be private, public-read or public-read-write")
+        if set(self.style_delimiters) - set("-_/!"):
+            raise ValueError("config style_delimiters may hold only - _ / !")
         unknown = set(self.auto_formats) - {"avif", "webp", "jpg", "png", "heic"}
         if unknown:
             raise ValueError(f"config auto_format: unknown formats {', '.join(sorted(unknown))}")

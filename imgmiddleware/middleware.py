@@ -24,14 +24,17 @@ from werkzeug.datastructures import MIMEAccept
 from werkzeug.http import parse_accept_header
 from werkzeug.wsgi import FileWrapper
 
+from .auth import SignedRequest, verify
 from .cache import Entry, ResultCache, result_key
 from .config import Config
 from .errors import OssError, new_request_id
 from .process import parse, run
 from .process.engine import load_image
-from .subrequest import (PROCESS_PARAM, ClosingIterable, Upstream, call, conditional_environ,
-                         is_object_key, object_environ, process_string, query_pairs,
-                         root_object_path, source_environ, validator_of)
+from .process.parser import parse_post
+from .styles import StyleStore
+from .subrequest import (PRINCIPAL_KEY, PROCESS_PARAM, ClosingIterable, PlainAddressing, Upstream,
+                         call, conditional_environ, is_object_key, object_environ, process_string,
+                         query_pairs, source_environ, validator_of)
 
 log = logging.getLogger("imgmiddleware")
 
@@ -47,32 +50,80 @@ class ImageMiddleware:
     """Wrap ``app``; answer ``?x-oss-process=image/...`` requests with the transformed object.
 
     ``config`` is an :class:`imgmiddleware.Config`; keyword arguments override single fields, e.g.
-    ``ImageMiddleware(app, jpeg_quality=85)``. ``object_path(environ, key)`` says where another object
-    of the same app (a watermark image) is found; the default is ``/<key>``.
+    ``ImageMiddleware(app, jpeg_quality=85)``. ``addressing`` says which bucket and key a request
+    names and where another object (a watermark image, a saveas target) lives: the default has no
+    buckets and puts every key at ``/<key>``; the bundled bucket app brings its own
+    (:class:`imgmiddleware.origins.bucket.BucketAddressing`).
+    ``style_store`` is a :class:`imgmiddleware.styles.StyleStore` (default: the config's
+    ``styles_file`` and ``styles``).
     """
 
-    def __init__(self, app, config: Config | None = None, object_path=root_object_path,
+    def __init__(self, app, config: Config | None = None, addressing=None, style_store=None,
                  **overrides) -> None:
         self.app = app
         config = config or Config()
         self.config = config.replace(**overrides) if overrides else config
-        self.object_path = object_path
+        self.addressing = addressing or PlainAddressing()
+        self.styles = style_store or StyleStore(self.config.styles_file or None, inline=self.config.styles)
         self.cache = ResultCache(self.config.cache_memory_bytes, self.config.cache_dir,
                                  self.config.cache_disk_bytes, self.config.cache_wait_seconds)
         self.fingerprint = self.config.output_fingerprint()   # the config is frozen
         self._parsed = functools.lru_cache(maxsize=1024)(self._parse)
 
     def __call__(self, environ, start_response):
-        process = process_string(environ)
-        if process is None or environ.get("REQUEST_METHOD", "GET") not in PROCESSED_METHODS:
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method == "POST" and any(key == PROCESS_PARAM
+                                    for _, key, _ in query_pairs(environ.get("QUERY_STRING", ""))):
+            return SaveRequest(self, environ, start_response, "").answer()
+        if method not in PROCESSED_METHODS:
             return self.app(environ, start_response)
-        return Request(self, environ, start_response, process).answer()
+        process = process_string(environ)
+        signed_environ = environ
+        if process is None and self.config.style_delimiters:
+            routed = self._delimited(environ)
+            if routed is not None:
+                environ, process = routed
+        if process is None:
+            if self.config.protected and self._protected(environ):
+                return Request(self, environ, start_response, "").guard_plain_get()
+            return self.app(environ, start_response)
+        return Request(self, environ, start_response, process, signed_environ).answer()
 
-    def parsed(self, process: str):
+    def parsed(self, process: str, bucket: str = ""):
         """(pipeline, canonical string) of a process string. Both depend only on the string and the
         frozen config, so recent ones are memoised (an invalid string raises and is not); style/
-        strings are not, since config.styles is a plain dict."""
-        return self._parse(process) if "style/" in process else self._parsed(process)
+        strings are not, since styles can change at any time."""
+        if "style/" in process:
+            pipeline = parse(process, self.config, self.styles.mapping(bucket))
+            return pipeline, pipeline.canonical()
+        return self._parsed(process)
+
+    def _protected(self, environ) -> bool:
+        rules = self.config.protected.get(self.addressing.bucket_of(environ))
+        if not rules:
+            return False
+        key = self.addressing.key_of(environ)
+        return (any(key.startswith(p) for p in rules.get("prefixes", ()))
+                or any(key.endswith(s) for s in rules.get("suffixes", ())))
+
+    def _delimited(self, environ):
+        """``key!name`` (spec §1.3): the style ``name`` on ``key``, when ``name`` is a style of the
+        bucket and the whole path is not itself an object (that one is tried first)."""
+        path = environ.get("PATH_INFO", "")
+        cut = max(path.rfind(d) for d in self.config.style_delimiters)
+        if cut <= 0:
+            return None
+        name = path[cut + 1:]
+        if not name or self.styles.get(self.addressing.bucket_of(environ), name) is None:
+            return None
+        probe = object_environ(environ, path)
+        probe["QUERY_STRING"] = environ.get("QUERY_STRING", "")
+        probe["REQUEST_METHOD"] = "HEAD"
+        upstream = call(self.app, probe)
+        upstream.close()
+        if upstream.status_code == 200:
+            return None
+        return dict(environ, PATH_INFO=path[:cut]), "style/" + name
 
     def _parse(self, process: str):
         pipeline = parse(process, self.config)
@@ -82,12 +133,14 @@ class ImageMiddleware:
 class Request:
     """One processed request: its state and the steps of its one-way trip."""
 
-    def __init__(self, middleware: ImageMiddleware, environ, start_response, process: str) -> None:
+    def __init__(self, middleware: ImageMiddleware, environ, start_response, process: str,
+                 signed_environ=None) -> None:
         self.mw = middleware
         self.app = middleware.app
         self.config = middleware.config
         self.cache = middleware.cache
         self.environ = environ
+        self.signed_environ = signed_environ if signed_environ is not None else environ
         self.start_response = start_response
         self.process = process
         self.request_id = new_request_id()
@@ -96,7 +149,9 @@ class Request:
 
     def answer(self):
         try:
-            self.pipeline, canonical = self.mw.parsed(self.process)
+            self.bucket = self.mw.addressing.bucket_of(self.environ)
+            self.pipeline, canonical = self.mw.parsed(self.process, self.bucket)
+            self._authorize()
             self.auto_formats = self._negotiate()
             self.identity = self._identity()
             self.canonical = canonical + (
@@ -152,6 +207,31 @@ class Request:
         return self._serve(entry, "miss" if computed else "hit")
 
     # --- the pieces -----------------------------------------------------------------------------------
+
+    def _authorize(self) -> None:
+        """With credentials configured: verify the signature of the request as the client sent it,
+        apply source-image protection, and tell the wrapped app who is asking (PRINCIPAL_KEY)."""
+        if not self.config.credentials:
+            if self.config.protected and self.mw._protected(self.environ) \
+                    and not self.process.startswith("style/"):
+                raise protection_error()
+            return
+        principal = verify(signed_request(self.mw, self.signed_environ), self.config.credentials)
+        if principal is None and self.mw._protected(self.environ) and not self.process.startswith("style/"):
+            raise protection_error()
+        self.environ = dict(self.environ, **{PRINCIPAL_KEY: principal or ""})
+
+    def guard_plain_get(self):
+        """A plain GET of a protected key: only a signed request may have the original."""
+        try:
+            principal = (verify(signed_request(self.mw, self.environ), self.config.credentials)
+                         if self.config.credentials else None)
+        except OssError as err:
+            return self._error(err)
+        if principal is None:
+            return self._error(OssError("AccessDenied", "You are denied by bucket referer policy "
+                                        "(source image protection)."))
+        return self.app(dict(self.environ, **{PRINCIPAL_KEY: principal}), self.start_response)
 
     @property
     def cache_enabled(self) -> bool:
@@ -235,7 +315,7 @@ class Request:
                                "0040-00000025")
             if not is_object_key(key):
                 raise missing
-            path = self.mw.object_path(self.environ, key)
+            path = self.mw.addressing.object_path(self.environ, key)
             upstream = call(self.app, object_environ(self.environ, path))
             if upstream.status_code != 200:
                 upstream.close()
@@ -309,3 +389,80 @@ def _is_conditional(environ) -> bool:
 def _close(entry: Entry) -> None:
     if entry.file is not None:
         entry.file.close()
+
+
+class SaveRequest(Request):
+    """POST /key?x-oss-process with ``x-oss-process=...|sys/saveas,o_,b_`` (spec §1.5): process the
+    object and store the result through the wrapped app with a PUT subrequest."""
+
+    MAX_BODY = 64 * 1024
+
+    def answer(self):
+        try:
+            self.bucket = self.mw.addressing.bucket_of(self.environ)
+            body = self._body()
+            self.pipeline, saveas = parse_post(body, self.config, self.mw.styles.mapping(self.bucket))
+            self.process = "style/" if "style/" in body else "image/"
+            self._authorize()
+            self.auto_formats = ()
+            target_bucket = saveas.bucket or self.bucket
+            if not is_object_key(saveas.key) or (saveas.bucket and not _bucket_name_ok(saveas.bucket)):
+                raise OssError("InvalidArgument", "The target object or bucket name of sys/saveas is invalid.")
+            fetched = call(self.app, source_environ(self.environ))
+            if fetched.status_code != 200:
+                return self._pass_through(fetched)
+            entry = self._compute(fetched)
+            stored = call(self.app, self._put_environ(target_bucket, saveas.key, entry))
+            stored.close()
+            if stored.status_code not in (200, 201, 204):
+                raise OssError("AccessDenied" if stored.status_code == 403 else "InternalError",
+                               f"Saving the result failed ({stored.status}).",
+                               status=stored.status_code if stored.status_code >= 400 else 500)
+            import json
+            payload = json.dumps({"bucket": saveas.bucket, "fileSize": entry.length,
+                                  "object": saveas.key, "status": "OK"}).encode("utf-8")
+            self.start_response("200 OK", [("Content-Type", "application/json"),
+                                           ("Content-Length", str(len(payload))),
+                                           ("x-oss-request-id", self.request_id)])
+            return [payload]
+        except OssError as err:
+            return self._error(err)
+        except Exception:
+            log.exception("saveas failed (request %s)", self.request_id)
+            return self._error(OssError("InternalError", "We encountered an internal error. Please try again."))
+
+    def _body(self) -> str:
+        length = int(self.environ.get("CONTENT_LENGTH") or 0)
+        if length > self.MAX_BODY:
+            raise OssError("InvalidArgument", "The request body is too long.")
+        raw = self.environ["wsgi.input"].read(length) if length else self.environ["wsgi.input"].read(self.MAX_BODY)
+        return raw.decode("utf-8")
+
+    def _put_environ(self, bucket: str, key: str, entry: Entry) -> dict:
+        import io
+        env = object_environ(self.environ, self.mw.addressing.object_path(self.environ, key, bucket))
+        env["REQUEST_METHOD"] = "PUT"
+        env["wsgi.input"] = io.BytesIO(entry.body)
+        env["CONTENT_LENGTH"] = str(entry.length)
+        env["CONTENT_TYPE"] = entry.content_type
+        return env
+
+
+def signed_request(mw: ImageMiddleware, environ) -> SignedRequest:
+    headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
+    for name in ("CONTENT_TYPE", "CONTENT_MD5"):
+        if environ.get(name):
+            headers[name.replace("_", "-").lower()] = environ[name]
+    query = [(key, value) for _, key, value in query_pairs(environ.get("QUERY_STRING", ""))]
+    return SignedRequest(environ.get("REQUEST_METHOD", "GET"), headers, query,
+                         mw.addressing.bucket_of(environ), mw.addressing.key_of(environ))
+
+
+def protection_error() -> OssError:
+    return OssError("AccessDenied", "The object is protected: use a style to access it anonymously.",
+                    "0040-00000031")
+
+
+def _bucket_name_ok(name: str) -> bool:
+    import re
+    return re.fullmatch(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", name) is not None

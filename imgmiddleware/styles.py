@@ -1,10 +1,11 @@
 """Named styles (spec §1.3): ``x-oss-process=style/<name>`` and ``key!name`` run a stored process string.
 
-Two sources, looked up in this order for a bucket:
+Three sources, looked up in this order for a bucket:
 1. styles managed through the OSS API (PutStyle / DeleteStyle) on the bundled bucket, stored as one JSON
    file per bucket under the data root;
 2. the operator's file (conf/styles.toml): a ``[bucket.<name>]`` table per bucket and an ``[all]`` table
-   for every bucket (and for wrapped apps that have no buckets). It is reloaded when it changes.
+   for every bucket (and for wrapped apps that have no buckets). It is reloaded when it changes;
+3. styles given in code (``Config(styles={...})``), for every bucket.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def check_name(name: str) -> None:
 
 class StyleStore:
     def __init__(self, conf_path: str | os.PathLike | None = None,
-                 data_dir: str | os.PathLike | None = None) -> None:
+                 data_dir: str | os.PathLike | None = None, inline: dict | None = None) -> None:
+        self.inline = dict(inline or {})
         self.conf_path = Path(conf_path) if conf_path else None
         self.data_dir = Path(data_dir) if data_dir else None
         self._lock = threading.Lock()
@@ -72,7 +74,8 @@ class StyleStore:
 
     def _conf_styles(self, bucket: str) -> dict[str, str]:
         self._reload_conf()
-        styles = dict(self._conf.get("all", {}))
+        styles = dict(self.inline)
+        styles.update(self._conf.get("all", {}))
         styles.update(self._conf.get("bucket", {}).get(bucket, {}))
         return styles
 

@@ -27,7 +27,24 @@ _STRIPPED = (
     "CONTENT_LENGTH", "HTTP_CONTENT_LENGTH", "HTTP_TRANSFER_ENCODING",
     "RAW_URI", "REQUEST_URI",   # servers' copies of the original URI; PATH_INFO and QUERY_STRING rule
 )
-SUBREQUEST_MARK = "imgmiddleware.subrequest"
+SUBREQUEST_MARK = "imgmiddleware.subrequest"   # set on every subrequest of the middleware
+# Set on subrequests when the middleware has verified the outer request's signature: the AccessKeyId,
+# or "" for an anonymous request. A wrapped app may then apply its ACL to that principal instead of
+# checking a signature that covered the outer URL (with its x-oss-process), not the subrequest's.
+PRINCIPAL_KEY = "imgmiddleware.principal"
+
+
+class PlainAddressing:
+    """A wrapped app without buckets: every object is /<key>, and there is one (unnamed) bucket."""
+
+    def bucket_of(self, environ) -> str:
+        return ""
+
+    def key_of(self, environ) -> str:
+        return environ.get("PATH_INFO", "").lstrip("/")
+
+    def object_path(self, environ, key: str, bucket: str | None = None) -> str:
+        return "/" + key
 
 
 def query_pairs(query: str) -> list[tuple[str, str, str]]:

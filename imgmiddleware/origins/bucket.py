@@ -33,12 +33,12 @@ from werkzeug.utils import send_file
 
 from ..auth import SignedRequest, verify
 from ..errors import OssError, new_request_id
+from ..subrequest import PRINCIPAL_KEY as PRINCIPAL
+from ..subrequest import SUBREQUEST_MARK as SUBREQUEST
 
 META_DIR = ".imgmw"
 BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]\Z")
 ACLS = ("private", "public-read", "public-read-write")
-PRINCIPAL = "imgmiddleware.principal"    # set by the middleware on its subrequests after verifying
-SUBREQUEST = "imgmiddleware.subrequest"
 CHUNK = 1 << 20
 
 
@@ -78,6 +78,9 @@ class BucketAddressing:
 
     def bucket_of(self, environ) -> str:
         return self.locate(environ).bucket
+
+    def key_of(self, environ) -> str:
+        return self.locate(environ).key
 
     def object_path(self, environ, key: str, bucket: str | None = None) -> str:
         """PATH_INFO for ``key`` in ``bucket`` (default: the request's bucket), in the request's style."""
