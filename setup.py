@@ -33,7 +33,8 @@ setup(
         # HEIC/HEIF input and output (OpenCV has no HEVC codec).
         "heif": ["pillow-heif>=1.0"],
         # The test suite exercises HEIC too, so it installs the heif extra.
-        "test": ["pytest>=8.0", "pillow-heif>=1.0"],
+        # The suite also runs the real OSS Python SDK against the server (acceptance tests).
+        "test": ["pytest>=8.0", "pillow-heif>=1.0", "oss2>=2.18"],
     },
     entry_points={"console_scripts": ["imgmiddleware=imgmiddleware.cli:main"]},
     classifiers=[

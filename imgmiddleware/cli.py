@@ -26,19 +26,48 @@ def load_config(path: str | None) -> Config:
     return Config.load(local if local.is_file() else None)
 
 
-def build_app(root: str, config: Config):
+EXAMPLE_BUCKET = "examplebucket"
+DEFAULT_ROOT = "oss-data"
+
+
+def build_app(root: str, config: Config, static: bool = False):
+    """The embedded default: the middleware over the bundled OSS-compatible bucket app on ``root``
+    (``root/<bucket>/<key>``), or over a plain static folder when ``static``."""
     from .middleware import ImageMiddleware
+    from .origins.bucket import META_DIR, BucketApp
     from .origins.static import static_app
+    from .styles import StyleStore
 
-    return ImageMiddleware(static_app(root), config)
+    if static:
+        store = StyleStore(config.styles_file or None, inline=config.styles)
+        return ImageMiddleware(static_app(root), config, style_store=store)
+    store = StyleStore(config.styles_file or None, Path(root) / META_DIR / "styles", config.styles)
+    bucket = BucketApp(root, config.credentials, config.bucket_acl, config.default_acl, styles=store)
+    return ImageMiddleware(bucket, config, addressing=bucket.addressing, style_store=store)
 
 
-def example_urls(base: str, root: str) -> list[str]:
-    names = sorted(p.name for p in Path(root).iterdir() if p.suffix.lower() in
+def seed_example_bucket(root: str) -> None:
+    """A fresh data root gets one bucket with the sample images, so the URLs printed work."""
+    path = Path(root)
+    if path.exists() and any(p.is_dir() and not p.name.startswith(".") for p in path.iterdir()):
+        return
+    bucket = path / EXAMPLE_BUCKET
+    bucket.mkdir(parents=True, exist_ok=True)
+    for sample in SAMPLES.iterdir():
+        if sample.is_file():
+            (bucket / sample.name).write_bytes(sample.read_bytes())
+
+
+def example_urls(base: str, root: str, static: bool = False) -> list[str]:
+    folder = Path(root) if static else Path(root) / EXAMPLE_BUCKET
+    prefix = base if static else f"{base}/{EXAMPLE_BUCKET}"
+    if not folder.is_dir():
+        return []
+    names = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in
                    (".jpg", ".jpeg", ".png", ".gif", ".webp"))[:2]
-    urls = [f"{base}/{name}" for name in names[:1]]
+    urls = [f"{prefix}/{name}" for name in names[:1]]
     for name in names:
-        urls += [f"{base}/{name}?x-oss-process={p}" for p in TRY_PROCESSES]
+        urls += [f"{prefix}/{name}?x-oss-process={p}" for p in TRY_PROCESSES]
     return urls
 
 
@@ -46,8 +75,11 @@ def serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
     config = load_config(args.config)
-    root = args.root
-    application = build_app(root, config)
+    static = args.static is not None
+    root = args.static if static else args.root
+    if not static:
+        seed_example_bucket(root)
+    application = build_app(root, config, static)
 
     class Server(BaseApplication):
         def load_config(self):
@@ -56,7 +88,7 @@ def serve(args: argparse.Namespace) -> int:
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("threads", args.threads)
             self.cfg.set("timeout", 60)
-            self.cfg.set("when_ready", lambda server: print_urls(server, root))
+            self.cfg.set("when_ready", lambda server: print_urls(server, root, static))
 
         def load(self):
             return application
@@ -65,12 +97,13 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_urls(server, root: str) -> None:
+def print_urls(server, root: str, static: bool = False) -> None:
     for sock in server.LISTENERS:
         host, port = sock.sock.getsockname()[:2]
         base = f"http://{host}:{port}"
-        print(f"imgmiddleware is serving {root} at {base}; try:", flush=True)
-        for url in example_urls(base, root):
+        what = "the folder" if static else "OSS-compatible buckets in"
+        print(f"imgmiddleware is serving {what} {root} at {base}; try:", flush=True)
+        for url in example_urls(base, root, static):
             print("  " + url, flush=True)
 
 
@@ -123,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_serve = sub.add_parser("serve", help="serve a folder through the middleware with gunicorn")
-    p_serve.add_argument("--root", default=os.fspath(SAMPLES), help="folder to serve (default: samples)")
+    p_serve.add_argument("--root", default=DEFAULT_ROOT,
+                         help="data root of the bundled bucket app: ROOT/<bucket>/<key> (default: "
+                              f"./{DEFAULT_ROOT}, created with an '{EXAMPLE_BUCKET}' of samples)")
+    p_serve.add_argument("--static", metavar="DIR", help="serve a plain folder instead of buckets")
     p_serve.add_argument("--bind", default="127.0.0.1:8080")
     p_serve.add_argument("--workers", type=int, default=2)
     p_serve.add_argument("--threads", type=int, default=4)

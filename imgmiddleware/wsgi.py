@@ -2,15 +2,19 @@
 
     gunicorn -c deploy/gunicorn.conf.py imgmiddleware.wsgi:application
 
-It serves the folder named by IMGMW_ROOT (default: the bundled samples) through the middleware, with
-the config file named by IMGMW_CONFIG (default: conf/imgmiddleware.toml when present).
+It serves the bundled bucket app on the data root IMGMW_ROOT (default: ./oss-data, seeded with an
+example bucket), or a plain folder named by IMGMW_STATIC, through the middleware, with the config file
+named by IMGMW_CONFIG (default: conf/imgmiddleware.toml when present).
 """
 
 from __future__ import annotations
 
 import os
 
-from .cli import SAMPLES, build_app, load_config
+from .cli import DEFAULT_ROOT, build_app, load_config, seed_example_bucket
 
-application = build_app(os.environ.get("IMGMW_ROOT", os.fspath(SAMPLES)),
-                        load_config(os.environ.get("IMGMW_CONFIG")))
+_static = os.environ.get("IMGMW_STATIC")
+_root = _static or os.environ.get("IMGMW_ROOT", DEFAULT_ROOT)
+if not _static:
+    seed_example_bucket(_root)
+application = build_app(_root, load_config(os.environ.get("IMGMW_CONFIG")), static=bool(_static))

@@ -10,11 +10,14 @@ CONF = Path(__file__).resolve().parent.parent / "conf" / "imgmiddleware.toml"
 
 
 def test_shipped_config_file_states_the_defaults():
-    """conf/ documents every default; the one it changes on purpose is the embedded default's disk
-    cache (a library user gets no disk writes unless they ask)."""
+    """conf/ documents every default; what it changes on purpose is the embedded default's: a disk
+    cache, a demo key, the styles file and the '!' delimiter (a library user gets none of these unless
+    they ask)."""
     shipped = Config.load(CONF, environ={})
-    assert shipped.replace(cache_dir="") == Config()
+    assert shipped.replace(cache_dir="", credentials={}, styles_file="", style_delimiters="") == Config()
     assert shipped.cache_dir == ".cache/imgmiddleware"
+    assert shipped.credentials == {"imgmw-demo-key": "imgmw-demo-secret"}
+    assert shipped.styles_file == "conf/styles.toml" and shipped.style_delimiters == "!"
 
 
 def test_environment_overrides_the_file(tmp_path):

@@ -28,7 +28,7 @@ def server():
     command = shutil.which("imgmiddleware")
     argv = [command] if command else [sys.executable, "-m", "imgmiddleware.cli"]
     proc = subprocess.Popen(
-        argv + ["serve", "--root", str(FIXTURES), "--bind", f"127.0.0.1:{port}", "--workers", "2"],
+        argv + ["serve", "--static", str(FIXTURES), "--bind", f"127.0.0.1:{port}", "--workers", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -94,7 +94,7 @@ def test_serve_prints_urls_to_try(server):
 
 def test_gunicorn_with_the_deploy_config_and_the_wsgi_entry_point():
     port = free_port()
-    env = dict(__import__("os").environ, IMGMW_ROOT=str(FIXTURES), IMGMW_BIND=f"127.0.0.1:{port}",
+    env = dict(__import__("os").environ, IMGMW_STATIC=str(FIXTURES), IMGMW_BIND=f"127.0.0.1:{port}",
                IMGMW_WORKERS="1")
     root = FIXTURES.parent.parent
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(root / "deploy" / "gunicorn.conf.py"),
