@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 from itertools import chain
+from urllib.parse import unquote
 
 from werkzeug.datastructures import MIMEAccept
 from werkzeug.http import parse_accept_header
@@ -32,9 +33,9 @@ from .process import parse, run
 from .process.engine import load_image
 from .process.parser import parse_post
 from .styles import StyleStore
-from .subrequest import (PRINCIPAL_KEY, PROCESS_PARAM, ClosingIterable, PlainAddressing, Upstream,
-                         call, conditional_environ, is_object_key, object_environ, process_string,
-                         query_pairs, source_environ, validator_of)
+from .subrequest import (PATH_STYLE_KEY, PRINCIPAL_KEY, PROCESS_PARAM, ClosingIterable, PlainAddressing,
+                         Upstream, call, conditional_environ, is_object_key, object_environ,
+                         process_string, query_pairs, source_environ, validator_of)
 
 log = logging.getLogger("imgmiddleware")
 
@@ -119,6 +120,14 @@ class ImageMiddleware:
         probe = object_environ(environ, path)
         probe["QUERY_STRING"] = environ.get("QUERY_STRING", "")
         probe["REQUEST_METHOD"] = "HEAD"
+        if self.config.credentials:
+            # The client signed a GET: the app would check its signature against our HEAD and refuse
+            # it, and a signed GET of a real key "a!small" would be styled. Tell it who is asking.
+            try:
+                principal = verify(signed_request(self, environ), self.config.credentials)
+            except OssError:
+                return None      # a bad signature: the plain request gets the app's refusal
+            probe[PRINCIPAL_KEY] = principal or ""
         upstream = call(self.app, probe)
         upstream.close()
         if upstream.status_code == 200:
@@ -413,11 +422,11 @@ class SaveRequest(Request):
                 return self._pass_through(fetched)
             entry = self._compute(fetched)
             stored = call(self.app, self._put_environ(target_bucket, saveas.key, entry))
+            if stored.status_code >= 400:
+                return self._pass_through(stored)   # the app's own answer: NoSuchBucket, AccessDenied...
             stored.close()
             if stored.status_code not in (200, 201, 204):
-                raise OssError("AccessDenied" if stored.status_code == 403 else "InternalError",
-                               f"Saving the result failed ({stored.status}).",
-                               status=stored.status_code if stored.status_code >= 400 else 500)
+                raise OssError("InternalError", f"Saving the result failed ({stored.status}).")
             import json
             payload = json.dumps({"bucket": saveas.bucket, "fileSize": entry.length,
                                   "object": saveas.key, "status": "OK"}).encode("utf-8")
@@ -436,11 +445,17 @@ class SaveRequest(Request):
         if length > self.MAX_BODY:
             raise OssError("InvalidArgument", "The request body is too long.")
         raw = self.environ["wsgi.input"].read(length) if length else self.environ["wsgi.input"].read(self.MAX_BODY)
-        return raw.decode("utf-8")
+        # oss2 sends the process string raw; ali-oss form-encodes it (querystring.stringify: %2F, %7C,
+        # %3D...). %-decode only: a raw '+' (standard base64) stays a '+', never a space.
+        return unquote(raw.decode("utf-8"))
 
     def _put_environ(self, bucket: str, key: str, entry: Entry) -> dict:
         import io
         env = object_environ(self.environ, self.mw.addressing.object_path(self.environ, key, bucket))
+        if bucket != self.bucket:
+            env[PATH_STYLE_KEY] = True       # the Host of a virtual-host request names the source bucket
+        for name in ("HTTP_CONTENT_MD5", "CONTENT_MD5"):
+            env.pop(name, None)              # the digest of the POST body (ali-oss sends one), not ours
         env["REQUEST_METHOD"] = "PUT"
         env["wsgi.input"] = io.BytesIO(entry.body)
         env["CONTENT_LENGTH"] = str(entry.length)

@@ -32,6 +32,22 @@ SUBREQUEST_MARK = "imgmiddleware.subrequest"   # set on every subrequest of the 
 # or "" for an anonymous request. A wrapped app may then apply its ACL to that principal instead of
 # checking a signature that covered the outer URL (with its x-oss-process), not the subrequest's.
 PRINCIPAL_KEY = "imgmiddleware.principal"
+# Set on a subrequest whose PATH_INFO is "/<bucket>/<key>" whatever its Host: a saveas into another
+# bucket, made while the request came virtual-host style (Host: <its bucket>.<endpoint>).
+PATH_STYLE_KEY = "imgmiddleware.path_style"
+
+
+def wsgi_to_key(path: str) -> str:
+    """PATH_INFO as WSGI gives it (PEP 3333: the URL's bytes as latin-1) -> the UTF-8 text of the key."""
+    try:
+        return path.encode("latin-1").decode("utf-8")
+    except UnicodeError:        # not a WSGI string, or not UTF-8: taken as it is
+        return path
+
+
+def key_to_wsgi(path: str) -> str:
+    """The reverse of wsgi_to_key(), for the PATH_INFO of a subrequest."""
+    return path.encode("utf-8").decode("latin-1")
 
 
 class PlainAddressing:
@@ -41,10 +57,10 @@ class PlainAddressing:
         return ""
 
     def key_of(self, environ) -> str:
-        return environ.get("PATH_INFO", "").lstrip("/")
+        return wsgi_to_key(environ.get("PATH_INFO", "")).lstrip("/")
 
     def object_path(self, environ, key: str, bucket: str | None = None) -> str:
-        return "/" + key
+        return key_to_wsgi("/" + key)
 
 
 def query_pairs(query: str) -> list[tuple[str, str, str]]:

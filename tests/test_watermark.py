@@ -762,3 +762,11 @@ def test_nested_auto_orient_0_keeps_the_marks_stored_orientation(bucket, tmp_pat
                       image_param("f.jpg", "image/resize,w_100/auto-orient,0") + ",g_nw,x_0,y_0")
     assert (oriented[2] - oriented[0], oriented[3] - oriented[1]) == (100, 127)
     assert (stored[2] - stored[0], stored[3] - stored[1]) == (100, 79)
+
+
+def test_a_utf8_watermark_key_on_a_plain_folder(bucket):
+    """Keys are UTF-8; WSGI carries them as latin-1 strings both ways (the static app, no buckets)."""
+    shutil.copy(bucket / "red.png", bucket / "水印.png")
+    client = make(bucket)[0]
+    box = mark_box(client, "grey.png", image_param("水印.png") + ",g_nw,x_0,y_0")
+    assert (box[2] - box[0], box[3] - box[1]) == (30, 20)

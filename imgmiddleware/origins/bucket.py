@@ -6,10 +6,14 @@ MD5 of the content, quoted), NoSuchKey / NoSuchBucket XML errors, V1/V4 signatur
 per bucket. Path-style (``/bucket/key``, what SDKs use for an IP or localhost endpoint) and
 virtual-host style (``bucket.<host>``) addressing.
 
-Metadata lives beside the data under ``root/.imgmw/meta/`` (no bucket can be named ``.imgmw``), keyed
-to the data file's identity (inode, mtime, size): a reader takes the ETag of the very file it opened,
-so a concurrent PUT shows it the old object or the new one, never a mix. Files dropped into a bucket
-directory by hand are served too; their ETag is computed on first read and remembered.
+Metadata (ETag, Content-Type, x-oss-meta-*) is stored on the data file itself, in the extended
+attribute ``user.imgmw.meta``, written to the temporary file before the rename: a reader takes the
+metadata of the very file it opened, so a concurrent PUT shows it the old object or the new one, never
+a mix, and never the new body with a guessed Content-Type. Where the file system has no user
+extended attributes, it lives beside the data under ``root/.imgmw/meta/`` (no bucket can be named
+``.imgmw``). Either way it is keyed to the data file's identity (inode, mtime, size). Files dropped
+into a bucket directory by hand are served too; their ETag is computed on first read and remembered
+in that sidecar (the file itself is left untouched).
 """
 
 from __future__ import annotations
@@ -28,12 +32,15 @@ from typing import Mapping
 from urllib.parse import unquote
 from xml.sax.saxutils import escape
 
+from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.security import safe_join
 from werkzeug.utils import send_file
 
 from ..auth import SignedRequest, verify
 from ..errors import OssError, new_request_id
+from ..subrequest import PATH_STYLE_KEY as PATH_STYLE
 from ..subrequest import PRINCIPAL_KEY as PRINCIPAL
+from ..subrequest import key_to_wsgi, wsgi_to_key
 from ..subrequest import SUBREQUEST_MARK as SUBREQUEST
 
 META_DIR = ".imgmw"
@@ -68,10 +75,10 @@ class BucketAddressing:
     def locate(self, environ) -> Located:
         host = environ.get("HTTP_HOST", "").rsplit(":", 1)[0] if "]" not in environ.get("HTTP_HOST", "") \
             else environ.get("HTTP_HOST", "")
-        path = environ.get("PATH_INFO", "") or "/"
+        path = wsgi_to_key(environ.get("PATH_INFO", "") or "/")
         first = host.split(".", 1)[0]
-        if not _is_ip_or_localhost(host) and "." in host and BUCKET_NAME.match(first) \
-                and (self.root / first).is_dir():
+        if not environ.get(PATH_STYLE) and not _is_ip_or_localhost(host) and "." in host \
+                and BUCKET_NAME.match(first) and (self.root / first).is_dir():
             return Located(first, path[1:], True)
         bucket, _, key = path[1:].partition("/")
         return Located(bucket, key, False)
@@ -83,11 +90,13 @@ class BucketAddressing:
         return self.locate(environ).key
 
     def object_path(self, environ, key: str, bucket: str | None = None) -> str:
-        """PATH_INFO for ``key`` in ``bucket`` (default: the request's bucket), in the request's style."""
+        """PATH_INFO for ``key`` in ``bucket`` (default: the request's bucket), in the request's style;
+        "/<bucket>/<key>" for another bucket of a virtual-host request (its subrequest must then carry
+        PATH_STYLE_KEY, or the Host would still name the request's bucket)."""
         here = self.locate(environ)
         if here.virtual_host and (bucket is None or bucket == here.bucket):
-            return "/" + key
-        return f"/{bucket or here.bucket}/{key}"
+            return key_to_wsgi("/" + key)
+        return key_to_wsgi(f"/{bucket or here.bucket}/{key}")
 
 
 class BucketApp:
@@ -185,7 +194,7 @@ class BucketApp:
         if "\0" in key or key.endswith("/") or len(key.encode("utf-8")) > 1023:
             raise OssError("InvalidObjectName", "The specified object is not valid.", status=400)
         joined = safe_join(str(bucket_dir), key)
-        if joined is None:                  # '..', an absolute path, a backslash: never outside root
+        if joined is None:                  # '..' or an absolute path: never outside root
             raise OssError("InvalidObjectName", "The specified object is not valid.", status=400)
         return Path(joined)
 
@@ -207,9 +216,19 @@ class BucketApp:
         except Exception:
             handle.close()
             raise
+        size = os.fstat(handle.fileno()).st_size
         response = send_file(handle, environ, mimetype=meta["content_type"], etag=meta["etag"],
-                             last_modified=meta["mtime"], conditional=True, max_age=None)
+                             last_modified=meta["mtime"], conditional=False, max_age=None)
+        # send_file knows no size for an open file: without it, no Content-Length and no Range
+        response.content_length = size
+        try:
+            response.make_conditional(environ, accept_ranges=True, complete_length=size)
+        except RequestedRangeNotSatisfiable:
+            # OSS ignores a Range it cannot satisfy and sends the whole object (200)
+            response.make_conditional({k: v for k, v in environ.items() if k != "HTTP_RANGE"},
+                                      accept_ranges=True, complete_length=size)
         response.headers["ETag"] = '"' + meta["etag"] + '"'
+        response.headers["Content-Type"] = meta["content_type"]   # as stored: no "; charset=utf-8" added
         response.headers.pop("Cache-Control", None)
         for name, value in meta.get("user_meta", {}).items():
             response.headers["x-oss-meta-" + name] = value
@@ -222,6 +241,9 @@ class BucketApp:
         file, else computed from the open file (and remembered)."""
         st = os.fstat(handle.fileno())
         identity = [st.st_ino, st.st_mtime_ns, st.st_size]
+        meta = _read_xattr(handle.fileno())
+        if meta is not None and meta.get("identity") == identity:
+            return meta
         meta_path = self._meta_path(where.bucket, where.key)
         try:
             meta = json.loads(meta_path.read_text("utf-8"))
@@ -236,7 +258,10 @@ class BucketApp:
         meta = {"identity": identity, "etag": digest.hexdigest().upper(),
                 "content_type": mimetypes.guess_type(where.key)[0] or "application/octet-stream",
                 "mtime": st.st_mtime, "user_meta": {}}
-        _write_atomically(meta_path, json.dumps(meta).encode("utf-8"))
+        try:   # files by hand stay untouched; remembering is optional
+            _write_atomically(meta_path, json.dumps(meta).encode("utf-8"))
+        except OSError:
+            pass   # e.g. keys "x" and "x.json/y": the sidecar of one is a directory of the other's
         return meta
 
     def _put(self, environ, where: Located, path: Path):
@@ -269,18 +294,23 @@ class BucketApp:
             if expected and _md5_base64(bytes.fromhex(etag)) != expected:
                 raise OssError("InvalidDigest", "The Content-MD5 you specified is not valid.")
             os.chmod(temp, 0o644)
+            # The identity of *this* file (a rename keeps inode, mtime and size): stat(path) after the
+            # rename could be another writer's file, and would get this body's ETag.
+            st = os.stat(temp)
+            user_meta = {k[len("HTTP_X_OSS_META_"):].lower().replace("_", "-"): v
+                         for k, v in environ.items() if k.startswith("HTTP_X_OSS_META_")}
+            meta = {"identity": [st.st_ino, st.st_mtime_ns, st.st_size], "etag": etag,
+                    "content_type": environ.get("CONTENT_TYPE") or mimetypes.guess_type(where.key)[0]
+                    or "application/octet-stream", "mtime": st.st_mtime, "user_meta": user_meta}
+            data = json.dumps(meta).encode("utf-8")
+            on_file = _write_xattr(temp, data)      # travels with the file through the rename
             os.replace(temp, path)           # atomic: readers see the old file or the new one
         except BaseException:
             if os.path.exists(temp):
                 os.unlink(temp)
             raise
-        st = path.stat()
-        user_meta = {k[len("HTTP_X_OSS_META_"):].lower().replace("_", "-"): v for k, v in environ.items()
-                     if k.startswith("HTTP_X_OSS_META_")}
-        meta = {"identity": [st.st_ino, st.st_mtime_ns, st.st_size], "etag": etag,
-                "content_type": environ.get("CONTENT_TYPE") or mimetypes.guess_type(where.key)[0]
-                or "application/octet-stream", "mtime": st.st_mtime, "user_meta": user_meta}
-        _write_atomically(self._meta_path(where.bucket, where.key), json.dumps(meta).encode("utf-8"))
+        if not on_file:
+            _write_atomically(self._meta_path(where.bucket, where.key), data)
         response = Response(status=200)
         response.headers["ETag"] = f'"{etag}"'
         return response
@@ -342,6 +372,24 @@ def _query_names(query) -> str:
 def _md5_base64(digest: bytes) -> str:
     import base64
     return base64.b64encode(digest).decode("ascii")
+
+
+XATTR = "user.imgmw.meta"
+
+
+def _read_xattr(fd: int) -> dict | None:
+    try:
+        return json.loads(os.getxattr(fd, XATTR))
+    except (OSError, ValueError, AttributeError):   # none, not supported, not Linux
+        return None
+
+
+def _write_xattr(target, data: bytes) -> bool:
+    try:
+        os.setxattr(target, XATTR, data)
+        return True
+    except (OSError, AttributeError):
+        return False
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
