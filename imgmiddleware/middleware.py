@@ -159,8 +159,8 @@ class Request:
     def answer(self):
         try:
             self.bucket = self.mw.addressing.bucket_of(self.environ)
+            self._authorize()            # who asks comes first: a stranger learns nothing of styles
             self.pipeline, canonical = self.mw.parsed(self.process, self.bucket)
-            self._authorize()
             self.auto_formats = self._negotiate()
             self.identity = self._identity()
             self.canonical = canonical + (
@@ -226,8 +226,13 @@ class Request:
                 raise protection_error()
             return
         principal = verify(signed_request(self.mw, self.signed_environ), self.config.credentials)
-        if principal is None and self.mw._protected(self.environ) and not self.process.startswith("style/"):
-            raise protection_error()
+        if principal is None:
+            acl = self.config.bucket_acl.get(self.bucket, self.config.default_acl)
+            if acl == "private":
+                raise OssError("AccessDenied", "You have no right to access this object because of "
+                               "bucket acl.", "0003-00000001")
+            if self.mw._protected(self.environ) and not self.process.startswith("style/"):
+                raise protection_error()
         self.environ = dict(self.environ, **{PRINCIPAL_KEY: principal or ""})
 
     def guard_plain_get(self):
@@ -410,9 +415,9 @@ class SaveRequest(Request):
         try:
             self.bucket = self.mw.addressing.bucket_of(self.environ)
             body = self._body()
-            self.pipeline, saveas = parse_post(body, self.config, self.mw.styles.mapping(self.bucket))
             self.process = "style/" if "style/" in body else "image/"
             self._authorize()
+            self.pipeline, saveas = parse_post(body, self.config, self.mw.styles.mapping(self.bucket))
             self.auto_formats = ()
             target_bucket = saveas.bucket or self.bucket
             if not is_object_key(saveas.key) or (saveas.bucket and not _bucket_name_ok(saveas.bucket)):

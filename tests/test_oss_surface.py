@@ -568,3 +568,38 @@ def test_saveas_permissions(client, root):
     response = send(client, "POST", PRIV, "example.jpg", query=[("x-oss-process", "")], headers=headers, data=body)
     assert oss_error(response)["Code"] == "SignatureDoesNotMatch"
     assert not (root / PRIV / "bad.jpg").exists()
+
+
+def test_a_stranger_gets_403_before_any_process_string_is_read(tmp_path):
+    """Anonymous processing on a private bucket is AccessDenied whatever the process string says,
+    so nobody can probe which style names exist."""
+    from werkzeug.test import Client
+
+    from imgmiddleware import Config
+    from imgmiddleware.cli import build_app, seed_example_bucket
+
+    seed_example_bucket(str(tmp_path))
+    config = Config(credentials={"ak": "sk"}, default_acl="private")
+    client = Client(build_app(str(tmp_path), config))
+    for process in ("style/no-such-style", "image/slim,1", "image/resize,w_100"):
+        response = client.get("/examplebucket/example.jpg", query_string={"x-oss-process": process})
+        assert response.status_code == 403, process
+        response.close()
+
+
+def test_without_credentials_style_writes_follow_the_bucket_acl(tmp_path):
+    from werkzeug.test import Client
+
+    from imgmiddleware import Config
+    from imgmiddleware.cli import build_app, seed_example_bucket
+
+    seed_example_bucket(str(tmp_path))
+    body = b"<Style><Content>image/resize,w_50</Content></Style>"
+    readonly = Client(build_app(str(tmp_path), Config(default_acl="public-read")))
+    response = readonly.put("/examplebucket/", query_string="style&styleName=s", data=body)
+    assert response.status_code == 403
+    response.close()
+    writable = Client(build_app(str(tmp_path), Config(default_acl="public-read-write")))
+    response = writable.put("/examplebucket/", query_string="style&styleName=s", data=body)
+    assert response.status_code == 200
+    response.close()

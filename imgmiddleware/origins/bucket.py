@@ -331,6 +331,7 @@ class BucketApp:
             raise OssError("NotImplemented", "Styles are not configured.")
         if principal is None and self.credentials:
             raise OssError("AccessDenied", "Style operations need a signed request.")
+        self._allow(bucket, principal, write=method != "GET")   # without credentials: the ACL decides
         name = query.get("styleName")
         if method == "GET" and name is None:
             items = "".join(_style_xml(s) for s in self.styles.list(bucket))
