@@ -38,6 +38,13 @@ def build_app(root: str, config: Config, static: bool = False):
     from .origins.static import static_app
     from .styles import StyleStore
 
+    if config.upstream:
+        from .origins.proxy import ProxyApp
+
+        proxy = ProxyApp(config.upstream, config.upstream_connect_timeout, config.upstream_read_timeout,
+                         config.upstream_pool_size)
+        store = StyleStore(config.styles_file or None, inline=config.styles)
+        return ImageMiddleware(proxy, config, style_store=store)
     if static:
         store = StyleStore(config.styles_file or None, inline=config.styles)
         return ImageMiddleware(static_app(root), config, style_store=store)
@@ -75,32 +82,50 @@ def serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
     config = load_config(args.config)
+    overrides = {name: getattr(args, name) for name in
+                 ("bind", "workers", "threads", "timeout", "max_requests", "upstream")
+                 if getattr(args, name, None) is not None}
+    config = config.replace(**overrides)
     static = args.static is not None
     root = args.static if static else args.root
-    if not static:
+    if not static and not config.upstream:
         seed_example_bucket(root)
-    application = build_app(root, config, static)
+    cv_threads = config.opencv_threads or max(1, (os.cpu_count() or 1) // config.workers)
+
+    def post_fork(server, worker):
+        # OpenCV's thread pool is made per process on first use; size it for this worker's share
+        # of the cores (the master never runs OpenCV, so nothing is inherited across the fork).
+        import cv2
+        cv2.setNumThreads(cv_threads)
 
     class Server(BaseApplication):
         def load_config(self):
-            self.cfg.set("bind", args.bind)
-            self.cfg.set("workers", args.workers)
-            self.cfg.set("worker_class", "gthread")
-            self.cfg.set("threads", args.threads)
-            self.cfg.set("timeout", 60)
-            self.cfg.set("when_ready", lambda server: print_urls(server, root, static))
+            settings = {
+                "bind": config.bind, "workers": config.workers, "worker_class": "gthread",
+                "threads": config.threads, "timeout": config.timeout, "graceful_timeout": 30,
+                "keepalive": config.keepalive, "max_requests": config.max_requests,
+                "max_requests_jitter": config.max_requests_jitter, "post_fork": post_fork,
+                "when_ready": lambda server: print_urls(server, root, static, config.upstream),
+            }
+            for name, value in settings.items():
+                self.cfg.set(name, value)
 
         def load(self):
-            return application
+            # Built in each worker, after the fork: caches, SQLite connections and pools are per
+            # process, never shared through fork.
+            return build_app(root, config, static)
 
     Server().run()
     return 0
 
 
-def print_urls(server, root: str, static: bool = False) -> None:
+def print_urls(server, root: str, static: bool = False, upstream: str = "") -> None:
     for sock in server.LISTENERS:
         host, port = sock.sock.getsockname()[:2]
         base = f"http://{host}:{port}"
+        if upstream:
+            print(f"imgmiddleware is serving {upstream} (reverse proxy) at {base}", flush=True)
+            continue
         what = "the folder" if static else "OSS-compatible buckets in"
         print(f"imgmiddleware is serving {what} {root} at {base}; try:", flush=True)
         for url in example_urls(base, root, static):
@@ -160,9 +185,14 @@ def main(argv: list[str] | None = None) -> int:
                          help="data root of the bundled bucket app: ROOT/<bucket>/<key> (default: "
                               f"./{DEFAULT_ROOT}, created with an '{EXAMPLE_BUCKET}' of samples)")
     p_serve.add_argument("--static", metavar="DIR", help="serve a plain folder instead of buckets")
-    p_serve.add_argument("--bind", default="127.0.0.1:8080")
-    p_serve.add_argument("--workers", type=int, default=2)
-    p_serve.add_argument("--threads", type=int, default=4)
+    p_serve.add_argument("--upstream", metavar="URL",
+                         help="reverse-proxy this HTTP origin (nginx, S3, OSS, a CDN origin) instead")
+    p_serve.add_argument("--bind", help="HOST:PORT (default: the config's bind, 127.0.0.1:8080)")
+    p_serve.add_argument("--workers", type=int, help="worker processes (default: config, 2)")
+    p_serve.add_argument("--threads", type=int, help="threads per worker (default: config, 4)")
+    p_serve.add_argument("--timeout", type=int, help="seconds before a silent worker is restarted")
+    p_serve.add_argument("--max-requests", type=int, dest="max_requests",
+                         help="recycle a worker after this many requests (with jitter)")
     p_serve.set_defaults(func=serve)
 
     p_proc = sub.add_parser("process", help="apply a process string to a local file")

@@ -54,6 +54,25 @@ class Config:
     # Formats to choose by the Accept header when the request names none, in order ("avif,webp");
     # "" turns negotiation off. Responses then carry Vary: Accept.
     auto_format: str = ""
+    # --- back-pressure: transforms at once per worker; past a short wait, 503 SlowDown ---
+    transform_slots: int = 2                   # concurrent transforms per worker (cache hits need none)
+    large_image_pixels: int = 16_000_000       # a source above this also needs one of the large slots
+    large_transform_slots: int = 1             # so huge images can never take every slot
+    transform_wait_seconds: float = 2.0        # longest wait for a slot before 503 SlowDown
+    retry_after_seconds: int = 1               # Retry-After of a 503
+    # --- the server (`imgmiddleware serve`; command-line options override) ---
+    bind: str = "127.0.0.1:8080"
+    workers: int = 2
+    threads: int = 4                           # gthread: OpenCV releases the GIL while it works
+    timeout: int = 60                          # a worker silent this long is restarted
+    keepalive: int = 5
+    max_requests: int = 2000                   # recycle workers now and then (heap fragmentation)
+    max_requests_jitter: int = 200
+    opencv_threads: int = 0                    # per worker; 0: the machine's cores / workers
+    upstream: str = ""                         # serve a reverse-proxied HTTP origin instead of buckets
+    upstream_connect_timeout: float = 2.0
+    upstream_read_timeout: float = 10.0
+    upstream_pool_size: int = 16
     # --- the OSS surface (spec §1.3, §1.4, §9) ---
     credentials: dict = field(default_factory=dict)   # AccessKeyId -> secret; {}: no signature checks
     bucket_acl: dict = field(default_factory=dict)    # bucket -> private | public-read | public-read-write
@@ -77,6 +96,8 @@ class Config:
                 raise ValueError(f"config {name} must be within 1..100")
         if not 0 <= self.png_compression <= 9:
             raise ValueError("config png_compression must be within 0..9")
+        if self.transform_slots < 1 or self.large_transform_slots < 1 or self.workers < 1 or self.threads < 1:
+            raise ValueError("config transform slots, workers and threads must be at least 1")
         if not isinstance(self.shrink_on_load_margin, (int, float)) or self.shrink_on_load_margin < 1:
             raise ValueError("config shrink_on_load_margin must be a number >= 1")
         if self.default_acl not in ("private", "public-read", "public-read-write") or any(

@@ -24,6 +24,7 @@ STATUS_BY_CODE = {
     "NoSuchKey": 404,
     "NoSuchBucket": 404,
     "NoSuchStyle": 404,
+    "SlowDown": 503,
     "InternalError": 500,
     "NotImplemented": 501,
 }
@@ -45,12 +46,14 @@ class OssError(Exception):
     """A client-visible failure: raise it anywhere, the middleware renders it."""
 
     def __init__(self, code: str, message: str, ec: str | None = None,
-                 status: int | None = None, **extra: str) -> None:
+                 status: int | None = None, headers: list[tuple[str, str]] | None = None,
+                 **extra: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.ec = ec
         self.status = status if status is not None else STATUS_BY_CODE.get(code, 400)
+        self.headers = headers or []   # additional HTTP headers, e.g. Retry-After for SlowDown
         self.extra = extra  # additional XML elements, e.g. Key for NoSuchKey
 
     def __repr__(self) -> str:
@@ -82,6 +85,7 @@ class OssError(Exception):
         ]
         if self.ec:
             headers.append(("x-oss-ec", self.ec))
+        headers.extend(self.headers)
         try:
             phrase = HTTPStatus(self.status).phrase
         except ValueError:

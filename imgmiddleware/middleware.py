@@ -30,9 +30,10 @@ from .cache import Entry, ResultCache, result_key
 from .config import Config
 from .errors import OssError, new_request_id
 from .process import parse, run
-from .process.engine import load_image
+from .process.engine import inspect, load_image
 from .process.parser import parse_post
 from .styles import StyleStore
+from .throttle import Throttle
 from .subrequest import (PATH_STYLE_KEY, PRINCIPAL_KEY, PROCESS_PARAM, ClosingIterable, PlainAddressing,
                          Upstream, call, conditional_environ, is_object_key, object_environ,
                          process_string, query_pairs, source_environ, validator_of)
@@ -66,6 +67,9 @@ class ImageMiddleware:
         self.config = config.replace(**overrides) if overrides else config
         self.addressing = addressing or PlainAddressing()
         self.styles = style_store or StyleStore(self.config.styles_file or None, inline=self.config.styles)
+        cfg = self.config
+        self.throttle = Throttle(cfg.transform_slots, cfg.large_transform_slots, cfg.large_image_pixels,
+                                 cfg.transform_wait_seconds, cfg.retry_after_seconds)
         self.cache = ResultCache(self.config.cache_memory_bytes, self.config.cache_dir,
                                  self.config.cache_disk_bytes, self.config.cache_wait_seconds)
         self.fingerprint = self.config.output_fingerprint()   # the config is frozen
@@ -304,7 +308,10 @@ class Request:
         validators = [(self.environ.get("PATH_INFO", ""), source_environ(self.environ)["QUERY_STRING"],
                        validator_of(fetched.headers) or "")]
         body = fetched.read(self.config.max_source_bytes)
-        result = run(self.pipeline, body, self.config, self._object_loader(validators), self.auto_formats)
+        info = inspect(body, self.config)               # header only: limits, and how big the work is
+        with self.mw.throttle.slot(info.pixels):
+            result = run(self.pipeline, body, self.config, self._object_loader(validators),
+                         self.auto_formats, info)
         headers = [(name, fetched.headers[name]) for name in KEPT_SOURCE_HEADERS if name in fetched.headers]
         headers += [(k, v) for k, v in fetched.headers.items() if k.lower().startswith("x-oss-meta-")]
         if any(not validator for _, _, validator in validators):

@@ -66,10 +66,11 @@ def load_image(data: bytes | memoryview, config, formats: frozenset, orient: boo
 
 
 def run(pipeline: Pipeline, data: bytes | memoryview, config, load_object=None,
-        auto_formats: tuple = ()) -> Result:
+        auto_formats: tuple = (), info: Probe | None = None) -> Result:
     """Process ``data``. ``load_object(key, formats, orient)`` fetches other objects (watermarks);
-    ``auto_formats`` are the formats the client accepts, for a request that names none."""
-    info = inspect(data, config)
+    ``auto_formats`` are the formats the client accepts, for a request that names none; ``info`` is
+    the result of :func:`inspect` when the caller has it already."""
+    info = info or inspect(data, config)
     plan = make_plan(pipeline, info, len(data), config, auto_formats)
     plan.context.load_object = load_object
     if plan.report is not None and not plan.report.spec.needs_pixels:
