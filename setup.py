@@ -34,7 +34,9 @@ setup(
         "heif": ["pillow-heif>=1.0"],
         # The test suite exercises HEIC too, so it installs the heif extra.
         # The suite also runs the real OSS Python SDK against the server (acceptance tests).
-        "test": ["pytest>=8.0", "pillow-heif>=1.0", "oss2>=2.18"],
+        # Django and Flask: tests/test_frameworks.py wraps a real Django project and a real Flask app
+        # exactly as the README shows and drives them through their own request cycle.
+        "test": ["pytest>=8.0", "pillow-heif>=1.0", "oss2>=2.18", "Django>=5.0", "Flask>=3.0"],
     },
     entry_points={"console_scripts": ["imgmiddleware=imgmiddleware.cli:main"]},
     classifiers=[
