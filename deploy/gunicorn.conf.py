@@ -1,10 +1,18 @@
 # gunicorn settings for imgmiddleware:
 #   gunicorn -c deploy/gunicorn.conf.py imgmiddleware.wsgi:application
 # Every value can be overridden on the command line or through GUNICORN_CMD_ARGS.
+# The application (imgmiddleware/wsgi.py) reads IMGMW_ROOT / IMGMW_STATIC / IMGMW_CONFIG; the
+# IMGMW_BIND / IMGMW_WORKERS / IMGMW_THREADS below are read here only. `imgmiddleware serve` (what
+# deploy/imgmiddleware.service and deploy/Containerfile run) does not read this file: it sets the
+# same gunicorn settings itself, from its options and the config file (`imgmiddleware serve --help`).
+# The numbers below are mirrored in deploy/nginx-front.conf (upstream keepalive_timeout,
+# proxy_read_timeout) and deploy/imgmiddleware.service (TimeoutStopSec): change them together.
 import multiprocessing
 import os
 
-# Where to listen. Behind nginx keep it on loopback (or a unix socket).
+# Where to listen. Behind nginx keep it on loopback (or a unix socket); nginx-front.conf's upstream
+# points at 127.0.0.1:8080. gunicorn trusts X-Forwarded-Proto/-For only from forwarded_allow_ips
+# (default 127.0.0.1,::1), i.e. from an nginx on the same machine.
 bind = os.environ.get("IMGMW_BIND", "127.0.0.1:8080")
 
 # Image work is CPU-bound: one process per core. Each process runs a few threads (gthread) because
@@ -14,10 +22,15 @@ worker_class = "gthread"
 threads = int(os.environ.get("IMGMW_THREADS", 4))
 
 # A 20 MB source at the pixel limit takes well under this; anything slower is a stuck worker.
+# nginx waits a little longer (proxy_read_timeout 65s), so gunicorn's verdict comes first.
 timeout = 60
+# On SIGTERM, requests in flight get this long to finish (systemd's TimeoutStopSec is 35 s).
 graceful_timeout = 30
+# Idle keep-alive connections (nginx's upstream keepalive) are closed after 5 s; nginx drops its
+# side first (keepalive_timeout 1s in the upstream block), so it never reuses one being closed.
 keepalive = 5
 
-# Recycle workers now and then so heap fragmentation from large images cannot grow without bound.
+# Recycle workers now and then so heap fragmentation from large images cannot grow without bound
+# (the MALLOC_* environment of deploy/imgmiddleware.service keeps it small in the first place).
 max_requests = 2000
 max_requests_jitter = 200
