@@ -28,6 +28,10 @@ setup(
         "gunicorn>=23.0",
         # Header probing, EXIF and JPEG quantisation tables only; pixels go through OpenCV.
         "Pillow>=11.0",
+        # The reverse-proxy origin (origins/proxy.py): a pooled, timeout-bounded HTTP client that
+        # streams bodies both ways (preload_content=False, generator bodies, urllib3.Timeout); 2.0
+        # for its HTTPResponse.stream() and NameResolutionError/NewConnectionError split.
+        "urllib3>=2.0",
     ],
     extras_require={
         # HEIC/HEIF input and output (OpenCV has no HEVC codec).
