@@ -114,3 +114,25 @@ def test_gunicorn_with_the_deploy_config_and_the_wsgi_entry_point():
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def test_opencv_never_runs_in_the_gunicorn_master(tmp_path):
+    """The app is built in each worker after the fork, so the master never runs OpenCV and makes no
+    thread pool that workers would inherit (importing the library creates none; running a parallel
+    operation would): its thread count stays gunicorn's own after real image work."""
+    from .servers import start_serve, stop, wait_for
+
+    port = free_port()
+    proc = start_serve(["--root", str(tmp_path / "data"), "--bind", f"127.0.0.1:{port}",
+                        "--workers", "2", "--threads", "2"])
+    try:
+        base = f"http://127.0.0.1:{port}/examplebucket/example.jpg"
+        wait_for(base, proc)
+        for width in range(100, 140, 5):
+            status, _, body = fetch(f"{base}?x-oss-process=image/resize,w_{width}/blur,r_5,s_5")
+            assert status == 200 and size_of(body)[0] == width
+        status_lines = open(f"/proc/{proc.pid}/status").read().splitlines()
+        threads = int(next(line for line in status_lines if line.startswith("Threads:")).split()[1])
+        assert threads <= 2, f"the gunicorn master runs {threads} threads"
+    finally:
+        stop(proc)
