@@ -48,6 +48,18 @@ class SignedRequest:
     bucket: str
     key: str
 
+    @classmethod
+    def from_environ(cls, environ, bucket: str, key: str) -> "SignedRequest":
+        """The request as a WSGI server hands it over, addressed to ``bucket``/``key``."""
+        from .subrequest import query_pairs
+
+        headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
+        for name in ("CONTENT_TYPE", "CONTENT_MD5"):
+            if environ.get(name):
+                headers[name.replace("_", "-").lower()] = environ[name]
+        query = [(k, v) for _, k, v in query_pairs(environ.get("QUERY_STRING", ""))]
+        return cls(environ.get("REQUEST_METHOD", "GET"), headers, query, bucket, key)
+
 
 def denied(code: str, message: str, ec: str | None = None, **extra) -> OssError:
     return OssError(code, message, ec, status=403, **extra)

@@ -476,13 +476,8 @@ class SaveRequest(Request):
 
 
 def signed_request(mw: ImageMiddleware, environ) -> SignedRequest:
-    headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
-    for name in ("CONTENT_TYPE", "CONTENT_MD5"):
-        if environ.get(name):
-            headers[name.replace("_", "-").lower()] = environ[name]
-    query = [(key, value) for _, key, value in query_pairs(environ.get("QUERY_STRING", ""))]
-    return SignedRequest(environ.get("REQUEST_METHOD", "GET"), headers, query,
-                         mw.addressing.bucket_of(environ), mw.addressing.key_of(environ))
+    return SignedRequest.from_environ(environ, mw.addressing.bucket_of(environ),
+                                      mw.addressing.key_of(environ))
 
 
 def protection_error() -> OssError:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..errors import OssError
-from ..imaging.pixels import blend_over, canvas, resample, rotate_bound, round_half_up, tile, with_alpha
+from ..imaging.pixels import blend_over, resample, rotate_bound, round_half_up, tile, with_alpha
 from ..imaging.text import DEFAULT_FONT, FONTS, text_mask
 from . import crop, orient, resize, shape
 from .base import (PIXEL, ActionSpec, Base64Text, Choice, HexColor, IntRange, Param, RunContext, Step,

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping
-from urllib.parse import unquote
 from xml.sax.saxutils import escape
 
 from werkzeug.exceptions import RequestedRangeNotSatisfiable
@@ -40,7 +39,7 @@ from ..auth import SignedRequest, verify
 from ..errors import OssError, new_request_id
 from ..subrequest import PATH_STYLE_KEY as PATH_STYLE
 from ..subrequest import PRINCIPAL_KEY as PRINCIPAL
-from ..subrequest import key_to_wsgi, wsgi_to_key
+from ..subrequest import key_to_wsgi, query_pairs, wsgi_to_key
 from ..subrequest import SUBREQUEST_MARK as SUBREQUEST
 
 META_DIR = ".imgmw"
@@ -161,12 +160,7 @@ class BucketApp:
     def _authenticate(self, environ, where: Located, query) -> str | None:
         if environ.get(SUBREQUEST) and PRINCIPAL in environ:
             return environ[PRINCIPAL] or None       # the middleware verified the outer request
-        headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
-        for name in ("CONTENT_TYPE", "CONTENT_MD5"):
-            if environ.get(name):
-                headers[name.replace("_", "-").lower()] = environ[name]
-        return verify(SignedRequest(environ.get("REQUEST_METHOD", "GET"), headers, query,
-                                    where.bucket, where.key), self.credentials)
+        return verify(SignedRequest.from_environ(environ, where.bucket, where.key), self.credentials)
 
     def bucket_acl(self, bucket: str) -> str:
         return self.acl.get(bucket, self.default_acl)
@@ -358,12 +352,7 @@ class BucketApp:
 
 
 def _query(environ) -> list[tuple[str, str]]:
-    pairs = []
-    for raw in environ.get("QUERY_STRING", "").split("&"):
-        if raw:
-            key, _, value = raw.partition("=")
-            pairs.append((unquote(key), unquote(value)))
-    return pairs
+    return [(key, value) for _, key, value in query_pairs(environ.get("QUERY_STRING", ""))]
 
 
 def _query_names(query) -> str:

@@ -15,7 +15,7 @@ from ..imaging import heif
 from ..imaging.colour import needs_conversion
 from ..imaging.encode import ANIMATED, DEEP, GREY, KEEPS_ALPHA, EncodeOptions
 from ..imaging.probe import Probe
-from ..ops.base import FLAG, OUTPUT, PIXEL, REPORT, RunContext, Step
+from ..ops.base import FLAG, PIXEL, REPORT, RunContext, Step
 from .parser import Pipeline
 
 SHRINK_FACTORS = (8, 4, 2)
