@@ -40,7 +40,11 @@ setup(
         # The suite also runs the real OSS Python SDK against the server (acceptance tests).
         # Django and Flask: tests/test_frameworks.py wraps a real Django project and a real Flask app
         # exactly as the README shows and drives them through their own request cycle.
-        "test": ["pytest>=8.0", "pillow-heif>=1.0", "oss2>=2.18", "Django>=5.0", "Flask>=3.0"],
+        # hypothesis: property-based fuzzing of the process language (tests/test_fuzz.py); atheris:
+        # the coverage-guided fuzz targets in fuzz/ (docs/SECURITY.md), smoke-run by
+        # tests/test_fuzz_targets.py (which falls back to their plain mutation mode without it).
+        "test": ["pytest>=8.0", "pillow-heif>=1.0", "oss2>=2.18", "Django>=5.0", "Flask>=3.0",
+                 "hypothesis>=6.100", "atheris>=2.3"],
     },
     entry_points={"console_scripts": ["imgmiddleware=imgmiddleware.cli:main"]},
     classifiers=[

@@ -8,6 +8,7 @@ Codes and ECs come from the spec (§7, §8); where OSS publishes no EC we send n
 from __future__ import annotations
 
 import os
+import re
 from http import HTTPStatus
 from xml.sax.saxutils import escape
 
@@ -30,6 +31,16 @@ STATUS_BY_CODE = {
 }
 
 RECOMMEND_DOC = "https://api.aliyun.com/troubleshoot?q="
+
+# Characters XML 1.0 cannot carry at all, not even as character references (control characters,
+# lone surrogates, U+FFFE/U+FFFF). A message echoing client text (a process string with %08 in it)
+# must still be well-formed XML, so these become U+FFFD; found by tests/test_fuzz.py.
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _text(value: str) -> str:
+    """Element text: markup escaped, XML-illegal characters replaced."""
+    return escape(_XML_ILLEGAL.sub("\ufffd", value))
 
 
 def new_request_id() -> str:
@@ -62,16 +73,16 @@ class OssError(Exception):
     def to_xml(self, request_id: str, host_id: str) -> bytes:
         parts = [
             '<?xml version="1.0" encoding="UTF-8"?>\n<Error>\n',
-            f"  <Code>{escape(self.code)}</Code>\n",
-            f"  <Message>{escape(self.message)}</Message>\n",
-            f"  <RequestId>{escape(request_id)}</RequestId>\n",
-            f"  <HostId>{escape(host_id)}</HostId>\n",
+            f"  <Code>{_text(self.code)}</Code>\n",
+            f"  <Message>{_text(self.message)}</Message>\n",
+            f"  <RequestId>{_text(request_id)}</RequestId>\n",
+            f"  <HostId>{_text(host_id)}</HostId>\n",
         ]
         for name, value in self.extra.items():
-            parts.append(f"  <{name}>{escape(str(value))}</{name}>\n")
+            parts.append(f"  <{name}>{_text(str(value))}</{name}>\n")
         if self.ec:
-            parts.append(f"  <EC>{escape(self.ec)}</EC>\n")
-            parts.append(f"  <RecommendDoc>{escape(RECOMMEND_DOC + self.ec)}</RecommendDoc>\n")
+            parts.append(f"  <EC>{_text(self.ec)}</EC>\n")
+            parts.append(f"  <RecommendDoc>{_text(RECOMMEND_DOC + self.ec)}</RecommendDoc>\n")
         parts.append("</Error>\n")
         return "".join(parts).encode("utf-8")
 
