@@ -1,0 +1,37 @@
+"""The peer benchmark harness (bench/peers.py) in its smoke mode: imgmiddleware under gunicorn and
+the in-process OpenCV floor on two generated images, one round of 1 s per load, so that the harness
+does not rot. Peers (thumbor, nginx image_filter, pyvips) are out of the smoke mode by design. No
+time is asserted: only that every workload produced its rows and the report was written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_peers_harness_smoke(tmp_path):
+    report = tmp_path / "BENCHMARKS.md"
+    work = tmp_path / "work"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "peers.py"), "--smoke", "--duration", "1",
+         "--report", str(report), "--chart", str(tmp_path / "chart.png"), "--work", str(work)],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    text = report.read_text()
+    assert "## Targets" in text and "## Corpus" in text
+    for row in ("| jpeg-baseline fit 200 | imgmiddleware |", "| jpeg-baseline fit 200 | OpenCV floor |",
+                "| png fit 200 | imgmiddleware |", "| png fit 200 | OpenCV floor |",
+                "| cached hit fit 200 | imgmiddleware (cached) |", "| cached hit fit 200 | raw object |",
+                "| mixed Zipf | imgmiddleware |"):
+        assert row in text, row
+    assert "| baseline JPEGs, req/s vs the OpenCV floor |" in text
+    results = json.loads((work / "peers.json").read_text())
+    for name, entry in results["workloads"].items():
+        for server, figures in entry["servers"].items():
+            assert figures["runs"], (name, server)
+            assert all(run["rps"] > 0 for run in figures["runs"]), (name, server, figures["runs"])
+    assert "Errors\n\nnone" in text, text
