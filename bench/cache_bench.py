@@ -58,7 +58,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))          # core_bench, whatever the working directory
 sys.path.insert(0, str(HERE.parent))   # run from a checkout even when the package is not installed
 
-from core_bench import MIN_PIXELS, Photo, cpu_model, fetch_photo, middleware_request, p  # noqa: E402
+from core_bench import (MIN_PIXELS, Photo, cpu_model, fetch_photo, middleware_request,  # noqa: E402
+                        p, wsgi_body)
 from imgmiddleware import Config, ImageMiddleware  # noqa: E402
 from imgmiddleware.imaging.probe import probe  # noqa: E402
 from imgmiddleware.origins.static import static_app  # noqa: E402
@@ -340,17 +341,7 @@ def raw_request(app, key: str):
         return EnvironBuilder(path="/" + key).get_environ()
 
     def call(environ) -> bytes:
-        status: list[str] = []
-        result = app(environ, lambda s, h, exc_info=None: status.append(s))
-        try:
-            body = b"".join(result)
-        finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
-        if not status or not status[0].startswith("200"):
-            raise RuntimeError(f"/{key}: {status}")
-        return body
+        return wsgi_body(app, environ, "/" + key)
     return prepare, call
 
 

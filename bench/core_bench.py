@@ -212,18 +212,23 @@ def middleware_request(app, key: str, process: str) -> Callable[[], bytes]:
         return EnvironBuilder(path=path, query_string=query).get_environ()
 
     def call(environ) -> bytes:
-        status: list[str] = []
-        result = app(environ, lambda s, h, exc_info=None: status.append(s))
-        try:
-            body = b"".join(result)
-        finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
-        if not status or not status[0].startswith("200"):
-            raise RuntimeError(f"{process}: {status} {body[:300]!r}")
-        return body
+        return wsgi_body(app, environ, process)
     return prepare, call
+
+
+def wsgi_body(app, environ, label: str) -> bytes:
+    """Call a WSGI app in-process and return its 200 body (closing it as WSGI requires)."""
+    status: list[str] = []
+    result = app(environ, lambda s, h, exc_info=None: status.append(s))
+    try:
+        body = b"".join(result)
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+    if not status or not status[0].startswith("200"):
+        raise RuntimeError(f"{label}: {status} {body[:300]!r}")
+    return body
 
 
 # --- measuring ---------------------------------------------------------------------------------------

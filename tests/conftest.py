@@ -43,6 +43,15 @@ def image_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.fixture
+def serve_file(image_dir):
+    """serve_file(name, data) -> a client over the fixtures plus that one file."""
+    def add(name: str, data: bytes) -> Client:
+        (image_dir / name).write_bytes(data)
+        return make_client(image_dir)
+    return add
+
+
 def save_image(directory: Path, name: str, pixels: np.ndarray, params: list[int] | None = None) -> Path:
     ok, buf = cv2.imencode(Path(name).suffix, pixels, params or [])
     assert ok

@@ -42,20 +42,12 @@ def assert_differs(mine: dict, other: dict, at_least: float, names):
 MUTED = [f"muted_{name}" for name in cf.PATCH_NAMES]
 
 
-@pytest.fixture
-def serve(image_dir):
-    def add(name: str, data: bytes):
-        (image_dir / name).write_bytes(data)
-        return make_client(image_dir)
-    return add
-
-
 @pytest.mark.parametrize("encode, ext", [(cf.rgb_jpeg, "jpg"), (cf.rgb_png, "png")])
 @pytest.mark.parametrize("profile", [cf.display_p3_profile, cf.adobe_rgb_profile])
-def test_wide_gamut_profiles_are_converted_to_srgb(serve, encode, ext, profile):
+def test_wide_gamut_profiles_are_converted_to_srgb(serve_file, encode, ext, profile):
     card = cf.saturated_patches(PATCH)
     data = encode(card, profile())
-    client = serve(f"wide.{ext}", data)
+    client = serve_file(f"wide.{ext}", data)
     body = ok(get(client, f"wide.{ext}", "image/format,png"))
     shown = means(rgb_of(body))
     assert_close(shown, means(cf.reference_srgb(data)), 3)       # what a colour-managed viewer shows
@@ -63,33 +55,33 @@ def test_wide_gamut_profiles_are_converted_to_srgb(serve, encode, ext, profile):
     assert "icc_profile" not in Image.open(io.BytesIO(body)).info   # converted, so no profile needed
 
 
-def test_p3_conversion_survives_shrink_on_load(serve):
+def test_p3_conversion_survives_shrink_on_load(serve_file):
     card = cf.saturated_patches(PATCH)
     big = cv2.resize(card, (card.shape[1] * 8, card.shape[0] * 8), interpolation=cv2.INTER_NEAREST)
     data = cf.rgb_jpeg(big, cf.display_p3_profile())
-    client = serve("p3big.jpg", data)
+    client = serve_file("p3big.jpg", data)
     body = ok(get(client, "p3big.jpg", f"image/resize,w_{card.shape[1]}/format,png"))
     expected = cv2.resize(cf.reference_srgb(data), (card.shape[1], card.shape[0]), interpolation=cv2.INTER_AREA)
     assert_close(means(rgb_of(body)), means(expected), 4)
 
 
-def test_srgb_tagged_and_untagged_are_left_alone(serve):
+def test_srgb_tagged_and_untagged_are_left_alone(serve_file):
     card = cf.saturated_patches(PATCH)
     for name, icc in (("tagged.png", cf.srgb_profile()), ("plain.png", None)):
-        client = serve(name, cf.rgb_png(card, icc))
+        client = serve_file(name, cf.rgb_png(card, icc))
         assert np.array_equal(rgb_of(ok(get(client, name, "image/format,png"))), card)
 
 
-def test_a_broken_profile_is_ignored_not_fatal(serve):
+def test_a_broken_profile_is_ignored_not_fatal(serve_file):
     card = cf.saturated_patches(PATCH)
-    client = serve("broken.png", cf.rgb_png(card, b"not an icc profile at all" * 10))
+    client = serve_file("broken.png", cf.rgb_png(card, b"not an icc profile at all" * 10))
     assert np.array_equal(rgb_of(ok(get(client, "broken.png", "image/format,png"))), card)
 
 
 @pytest.mark.parametrize("writer", [cf.cmyk_jpeg, cf.ycck_jpeg], ids=["cmyk", "ycck"])
-def test_cmyk_without_a_profile_keeps_its_colours(serve, writer):
+def test_cmyk_without_a_profile_keeps_its_colours(serve_file, writer):
     data = writer(cf.saturated_patches(PATCH, mode="CMYK"))
-    client = serve("ink.jpg", data)
+    client = serve_file("ink.jpg", data)
     shown = means(rgb_of(ok(get(client, "ink.jpg", "image/format,png"))))
     assert_close(shown, means(cf.saturated_patches(PATCH)), 6)   # a CMYK red stays red, and so on
     red = shown["red"]
@@ -97,9 +89,9 @@ def test_cmyk_without_a_profile_keeps_its_colours(serve, writer):
 
 
 @pytest.mark.parametrize("writer", [cf.cmyk_jpeg, cf.ycck_jpeg], ids=["cmyk", "ycck"])
-def test_cmyk_with_a_profile_is_rendered_through_it(serve, writer):
+def test_cmyk_with_a_profile_is_rendered_through_it(serve_file, writer):
     data = writer(cf.saturated_patches(PATCH, mode="CMYK"), cf.cmyk_profile())
-    client = serve("print.jpg", data)
+    client = serve_file("print.jpg", data)
     body = ok(get(client, "print.jpg", "image/format,png"))
     shown = means(rgb_of(body))
     assert_close(shown, means(cf.reference_srgb(data)), 4)
@@ -107,11 +99,11 @@ def test_cmyk_with_a_profile_is_rendered_through_it(serve, writer):
     assert shown["red"][0] > shown["red"][1] + 100                # still red, as the print shows it
 
 
-def test_cmyk_shrink_on_load_keeps_size_and_colour(serve):
+def test_cmyk_shrink_on_load_keeps_size_and_colour(serve_file):
     card = cf.saturated_patches(PATCH, mode="CMYK")
     big = np.repeat(np.repeat(card, 8, axis=0), 8, axis=1)
     data = cf.cmyk_jpeg(big, cf.cmyk_profile())
-    client = serve("bigprint.jpg", data)
+    client = serve_file("bigprint.jpg", data)
     width, height = card.shape[1], card.shape[0]
     body = ok(get(client, "bigprint.jpg", f"image/resize,w_{width}/format,png"))
     assert rgb_of(body).shape[:2] == (height, width)
@@ -119,13 +111,13 @@ def test_cmyk_shrink_on_load_keeps_size_and_colour(serve):
     assert_close(means(rgb_of(body)), means(expected), 5)
 
 
-def test_a_cmyk_jpeg_comes_out_as_an_rgb_jpeg(serve):
-    client = serve("ink.jpg", cf.cmyk_jpeg(cf.saturated_patches(PATCH, mode="CMYK")))
+def test_a_cmyk_jpeg_comes_out_as_an_rgb_jpeg(serve_file):
+    client = serve_file("ink.jpg", cf.cmyk_jpeg(cf.saturated_patches(PATCH, mode="CMYK")))
     body = ok(get(client, "ink.jpg", "image/resize,w_96"), "image/jpeg")
     assert Image.open(io.BytesIO(body)).mode == "RGB"
 
 
-def test_profiled_16_bit_png_is_converted_in_8_bits(serve):
+def test_profiled_16_bit_png_is_converted_in_8_bits(serve_file):
     card16 = cf.saturated_patches(PATCH).astype(np.uint16) * 257
     im_bytes = cv2.imencode(".png", cv2.cvtColor(card16, cv2.COLOR_RGB2BGR))[1].tobytes()
     # embed the P3 profile into the 16-bit PNG (an iCCP chunk before IDAT)
@@ -137,7 +129,7 @@ def test_profiled_16_bit_png_is_converted_in_8_bits(serve):
         ">I", zlib.crc32(b"iCCP" + chunk_data) & 0xFFFFFFFF)
     ihdr_end = 8 + 8 + 13 + 4
     data = im_bytes[:ihdr_end] + chunk + im_bytes[ihdr_end:]
-    client = serve("deep_p3.png", data)
+    client = serve_file("deep_p3.png", data)
     out = decode(ok(get(client, "deep_p3.png", "image/resize,w_96")))
     assert out.dtype == np.uint8                                    # converted, so 8 bits
     shown = means(cv2.cvtColor(out, cv2.COLOR_BGR2RGB), PATCH // 2)

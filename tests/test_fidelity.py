@@ -33,22 +33,14 @@ def pil_bytes(im: Image.Image, fmt: str, **params) -> bytes:
     return out.getvalue()
 
 
-@pytest.fixture
-def served(image_dir):
-    def add(name: str, data: bytes):
-        (image_dir / name).write_bytes(data)
-        return make_client(image_dir)
-    return add
-
-
 # --- EXIF orientation 1-8 ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("orientation", range(1, 9))
-def test_every_exif_orientation_is_applied(served, orientation):
+def test_every_exif_orientation_is_applied(serve_file, orientation):
     im = Image.fromarray(card())
     exif = Image.Exif()
     exif[0x0112] = orientation
-    client = served("o.jpg", pil_bytes(im, "JPEG", quality=95, exif=exif.tobytes()))
+    client = serve_file("o.jpg", pil_bytes(im, "JPEG", quality=95, exif=exif.tobytes()))
     body = ok(get(client, "o.jpg", "image/format,png"))
     reference = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(pil_bytes(
         im, "JPEG", quality=95, exif=exif.tobytes())))).convert("RGB"))
@@ -60,19 +52,19 @@ def test_every_exif_orientation_is_applied(served, orientation):
 
 
 @pytest.mark.parametrize("orientation", [5, 6, 7, 8])
-def test_auto_orient_0_keeps_the_stored_pixels(served, orientation):
+def test_auto_orient_0_keeps_the_stored_pixels(serve_file, orientation):
     exif = Image.Exif()
     exif[0x0112] = orientation
-    client = served("o.jpg", pil_bytes(Image.fromarray(card()), "JPEG", quality=95, exif=exif.tobytes()))
+    client = serve_file("o.jpg", pil_bytes(Image.fromarray(card()), "JPEG", quality=95, exif=exif.tobytes()))
     assert size_of(ok(get(client, "o.jpg", "image/auto-orient,0/format,png"))) == (120, 80)
     assert size_of(ok(get(client, "o.jpg", "image/format,png"))) == (80, 120)
 
 
 # --- grey, 16-bit, palette ---------------------------------------------------------------------------
 
-def test_grey_jpeg_stays_grey(served):
+def test_grey_jpeg_stays_grey(serve_file):
     grey = np.tile(np.arange(0, 256, 2, dtype=np.uint8), (64, 1))
-    client = served("g.jpg", cv2.imencode(".jpg", grey)[1].tobytes())
+    client = serve_file("g.jpg", cv2.imencode(".jpg", grey)[1].tobytes())
     for process, mode in (("image/resize,w_64", "L"), ("image/resize,w_64/format,png", "L"),
                           ("image/rotate,90/format,tiff", "L"), ("image/resize,w_64/format,webp", "RGB")):
         body = ok(get(client, "g.jpg", process))
@@ -82,11 +74,11 @@ def test_grey_jpeg_stays_grey(served):
     assert Image.open(io.BytesIO(body)).mode == "RGB"
 
 
-def test_16_bit_png_and_tiff_keep_16_bits_through_geometry(served):
+def test_16_bit_png_and_tiff_keep_16_bits_through_geometry(serve_file):
     rgb16 = (np.random.default_rng(1).random((90, 120, 3)) * 65535).astype(np.uint16)
     rgb16[:, :, 2] = np.linspace(0, 65535, 120, dtype=np.uint16)[None, :]   # a 16-bit ramp
-    client = served("deep.png", cv2.imencode(".png", rgb16)[1].tobytes())
-    client = served("deep.tiff", cv2.imencode(".tiff", rgb16)[1].tobytes())
+    client = serve_file("deep.png", cv2.imencode(".png", rgb16)[1].tobytes())
+    client = serve_file("deep.tiff", cv2.imencode(".tiff", rgb16)[1].tobytes())
     for key, process in (("deep.png", "image/resize,w_60"), ("deep.png", "image/crop,w_50,h_40/rotate,90"),
                          ("deep.tiff", "image/resize,w_60"), ("deep.png", "image/resize,w_60/format,tiff")):
         out = decode(ok(get(client, key, process)))
@@ -101,18 +93,18 @@ def test_16_bit_png_and_tiff_keep_16_bits_through_geometry(served):
     assert abs(float(full[:, :, 2].mean()) - float((rgb16[:, :, 2] >> 8).mean())) < 3
 
 
-def test_16_bit_grey_png_stays_16_bit_grey(served):
+def test_16_bit_grey_png_stays_16_bit_grey(serve_file):
     grey16 = np.tile(np.linspace(0, 65535, 200).astype(np.uint16), (50, 1))
-    client = served("g16.png", cv2.imencode(".png", grey16)[1].tobytes())
+    client = serve_file("g16.png", cv2.imencode(".png", grey16)[1].tobytes())
     body = ok(get(client, "g16.png", "image/resize,w_100"))
     assert Image.open(io.BytesIO(body)).mode == "I;16"
 
 
-def test_palette_png_keeps_its_transparency(served):
+def test_palette_png_keeps_its_transparency(serve_file):
     pal = Image.new("P", (40, 30), 1)
     pal.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
     pal.paste(0, (10, 10, 30, 20))          # index 0 = transparent
-    client = served("pal.png", pil_bytes(pal, "PNG", transparency=0))
+    client = serve_file("pal.png", pil_bytes(pal, "PNG", transparency=0))
     out = decode(ok(get(client, "pal.png", "image/resize,w_80,limit_0"), "image/png"))
     assert out.shape == (60, 80, 4)
     assert out[30, 40, 3] == 0 and out[2, 2, 3] == 255 and out[2, 2, 2] == 255
@@ -123,9 +115,9 @@ def test_palette_png_keeps_its_transparency(served):
 # --- formats ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fmt, pil_format, magic", [("bmp", "BMP", b"BM"), ("tiff", "TIFF", b"II")])
-def test_bmp_and_tiff_round_trip(served, fmt, pil_format, magic):
+def test_bmp_and_tiff_round_trip(serve_file, fmt, pil_format, magic):
     rgb = card()
-    client = served(f"card.{fmt}", cv2.imencode(f".{fmt}", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes())
+    client = serve_file(f"card.{fmt}", cv2.imencode(f".{fmt}", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes())
     body = ok(get(client, f"card.{fmt}", "image/resize,w_60/rotate,180"))
     assert body[:2] == magic and format_of(body) == pil_format and size_of(body) == (60, 40)
     expected = cv2.rotate(cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), (60, 40),
@@ -133,11 +125,11 @@ def test_bmp_and_tiff_round_trip(served, fmt, pil_format, magic):
     assert psnr(decode(body), expected) > 45          # lossless formats: only resampling differs
 
 
-def test_bmp_and_tiff_keep_alpha(served):
+def test_bmp_and_tiff_keep_alpha(serve_file):
     bgra = np.zeros((40, 60, 4), np.uint8)
     bgra[..., 2] = 255
     bgra[:, 30:, 3] = 255
-    client = served("a.png", cv2.imencode(".png", bgra)[1].tobytes())
+    client = serve_file("a.png", cv2.imencode(".png", bgra)[1].tobytes())
     for fmt in ("bmp", "tiff"):
         out = decode(ok(get(client, "a.png", f"image/format,{fmt}")))
         assert out.shape[2] == 4 and out[5, 5, 3] == 0 and out[5, 50, 3] == 255, fmt
@@ -147,9 +139,9 @@ def heic_bytes(rgb: np.ndarray, **params) -> bytes:
     return pil_bytes(Image.fromarray(rgb), "HEIF", **params)
 
 
-def test_heic_source_and_output(served):
+def test_heic_source_and_output(serve_file):
     rgb = card(160, 100)
-    client = served("p.heic", heic_bytes(rgb, quality=90))
+    client = serve_file("p.heic", heic_bytes(rgb, quality=90))
     body = ok(get(client, "p.heic", "image/resize,w_80"), "image/heic")
     assert format_of(body) == "HEIF" and size_of(body) == (80, 50)
     jpg = ok(get(client, "p.heic", "image/resize,w_80/format,jpg"), "image/jpeg")
@@ -161,11 +153,11 @@ def test_heic_source_and_output(served):
     assert size_of(out) == (100, 67)
 
 
-def test_heic_rotation_is_applied_once(served):
+def test_heic_rotation_is_applied_once(serve_file):
     """libheif applies the file's rotation and resets EXIF Orientation: no double turn."""
     exif = Image.Exif()
     exif[0x0112] = 6
-    client = served("r.heic", heic_bytes(card(160, 100), exif=exif.tobytes()))
+    client = serve_file("r.heic", heic_bytes(card(160, 100), exif=exif.tobytes()))
     assert size_of(ok(get(client, "r.heic", "image/format,png"))) == (100, 160)
 
 
@@ -197,12 +189,12 @@ def test_the_extra_is_installed_for_the_suite():
 
 # --- metadata -----------------------------------------------------------------------------------------
 
-def test_output_keeps_no_metadata(served):
+def test_output_keeps_no_metadata(serve_file):
     im = Image.fromarray(card())
     exif = Image.Exif()
     exif[0x010F] = "Camera maker"
     exif[0x0112] = 1
-    client = served("m.jpg", pil_bytes(im, "JPEG", quality=95, exif=exif.tobytes(),
+    client = serve_file("m.jpg", pil_bytes(im, "JPEG", quality=95, exif=exif.tobytes(),
                                        icc_profile=ImageOpsProfile.srgb()))
     for process in ("image/resize,w_60", "image/resize,w_60/format,png", "image/resize,w_60/format,webp"):
         out = Image.open(io.BytesIO(ok(get(client, "m.jpg", process))))
