@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from . import colour_fixtures as cf
-from .conftest import decode, get, make_client, ok
+from .conftest import decode, get, ok
 
 PATCH = 32
 

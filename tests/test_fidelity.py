@@ -15,7 +15,7 @@ from PIL import Image, ImageOps
 
 from imgmiddleware.imaging import heif
 
-from .conftest import decode, fixture_bytes, format_of, get, make_client, ok, oss_error, psnr, size_of
+from .conftest import decode, format_of, get, ok, psnr, size_of
 
 
 def card(width: int = 120, height: int = 80) -> np.ndarray:
