@@ -119,14 +119,18 @@ def one(entries: list[tuple[str, str]], key: str) -> str:
     return values[0]
 
 
-def unit_environment(service: list[tuple[str, str]]) -> dict[str, str]:
+def assignments(values) -> dict[str, str]:
+    """NAME=value words (shell-quoted) of systemd Environment= and Containerfile ENV lines."""
     env = {}
-    for key, value in service:
-        if key == "Environment":
-            for assignment in shlex.split(value):
-                name, _, val = assignment.partition("=")
-                env[name] = val
+    for value in values:
+        for assignment in shlex.split(value):
+            name, _, val = assignment.partition("=")
+            env[name] = val
     return env
+
+
+def unit_environment(service: list[tuple[str, str]]) -> dict[str, str]:
+    return assignments(value for key, value in service if key == "Environment")
 
 
 def container_instructions(text: str) -> list[tuple[str, str]]:
@@ -142,13 +146,7 @@ def container_instructions(text: str) -> list[tuple[str, str]]:
 
 
 def container_env(instructions) -> dict[str, str]:
-    env = {}
-    for word, rest in instructions:
-        if word == "ENV":
-            for assignment in shlex.split(rest):
-                name, _, val = assignment.partition("=")
-                env[name] = val
-    return env
+    return assignments(rest for word, rest in instructions if word == "ENV")
 
 
 def parse_cli(argv: list[str], monkeypatch) -> object:
