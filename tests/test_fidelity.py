@@ -4,9 +4,12 @@ and what metadata the output keeps (spec §3.4: none; colours are converted to s
 from __future__ import annotations
 
 import io
+import json
+import struct
 import subprocess
 import sys
 import textwrap
+import zlib
 
 import cv2
 import numpy as np
@@ -14,6 +17,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from imgmiddleware.imaging import heif
+from imgmiddleware.imaging.probe import probe
 
 from .conftest import decode, format_of, get, ok, psnr, size_of
 
@@ -58,6 +62,31 @@ def test_auto_orient_0_keeps_the_stored_pixels(serve_file, orientation):
     client = serve_file("o.jpg", pil_bytes(Image.fromarray(card()), "JPEG", quality=95, exif=exif.tobytes()))
     assert size_of(ok(get(client, "o.jpg", "image/auto-orient,0/format,png"))) == (120, 80)
     assert size_of(ok(get(client, "o.jpg", "image/format,png"))) == (80, 120)
+
+
+def png_with_trailing_exif(rgb: np.ndarray, exif: Image.Exif) -> bytes:
+    """A PNG whose eXIf chunk comes after the pixel data, where some writers put it."""
+    plain = pil_bytes(Image.fromarray(rgb), "PNG")
+    payload = exif.tobytes()
+    chunk = struct.pack(">I", len(payload)) + b"eXIf" + payload
+    chunk += struct.pack(">I", zlib.crc32(b"eXIf" + payload))
+    iend = plain.rindex(b"IEND") - 4
+    return plain[:iend] + chunk + plain[iend:]
+
+
+def test_png_exif_after_the_pixels_is_read_without_decoding_them(serve_file):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "Camera maker"
+    data = png_with_trailing_exif(card(), exif)
+    client = serve_file("t.png", data)
+    assert size_of(ok(get(client, "t.png", "image/resize,w_60"))) == (60, 90)
+    info = json.loads(ok(get(client, "t.png", "image/info")))
+    assert info["Orientation"]["value"] == "6" and info["Make"]["value"] == "Camera maker"
+    # the probe reads headers only: a PNG whose pixel data is garbage still probes
+    start = data.index(b"IDAT") + 4
+    broken = data[:start] + bytes(64) + data[start + 64:]
+    assert probe(broken).orientation == 6
 
 
 # --- grey, 16-bit, palette ---------------------------------------------------------------------------

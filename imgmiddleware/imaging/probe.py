@@ -7,6 +7,7 @@ here. That is what lets limits be enforced before any decoding work (spec §2).
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -43,7 +44,7 @@ class Probe:
     progressive: bool
     quantization: tuple         # JPEG quantisation tables (empty for other formats)
     icc_profile: bytes | None   # the embedded ICC profile, if any
-    image: Image.Image          # the lazily opened Pillow image, for EXIF reads (info)
+    exif: Image.Exif            # the EXIF block, read from the header (empty when absent)
 
     @property
     def pixels(self) -> int:
@@ -94,8 +95,9 @@ def probe(data: bytes | memoryview) -> Probe:
         frames = int(getattr(im, "n_frames", 1) or 1)
     except Exception:  # a truncated animation: count what Pillow could read
         frames = 1
+    exif = read_exif(im, data)
     try:
-        orientation = int(im.getexif().get(ORIENTATION_TAG, 1))
+        orientation = int(exif.get(ORIENTATION_TAG, 1))
     except Exception:
         orientation = 1
     if not 1 <= orientation <= 8:
@@ -111,8 +113,38 @@ def probe(data: bytes | memoryview) -> Probe:
         progressive=bool(im.info.get("progressive") or im.info.get("progression")),
         quantization=tuple(tuple(quant[k]) for k in sorted(quant)),
         icc_profile=im.info.get("icc_profile") or None,
-        image=im,
+        exif=exif,
     )
+
+
+def read_exif(im: Image.Image, data: bytes | memoryview) -> Image.Exif:
+    """The EXIF block without decoding pixels. Pillow's PNG ``getexif`` decodes the whole image when
+    no eXIf chunk precedes the pixel data (one may follow it), which doubled the cost of every PNG
+    request; walking the chunk list finds it for the price of reading a few lengths."""
+    try:
+        if im.format == "PNG" and "exif" not in im.info:
+            exif = Image.Exif()
+            raw = png_chunk(data, b"eXIf")
+            if raw:
+                exif.load(raw)
+            return exif
+        return im.getexif()
+    except Exception:      # corrupt EXIF is no reason to refuse the image: treat it as absent
+        return Image.Exif()
+
+
+def png_chunk(data: bytes | memoryview, wanted: bytes) -> bytes | None:
+    """The payload of the first chunk of type ``wanted``, skipping every other chunk unread."""
+    offset, end = 8, len(data)
+    while offset + 8 <= end:
+        length, kind = struct.unpack_from(">I4s", data, offset)
+        start = offset + 8
+        if kind == wanted:
+            return bytes(data[start:start + length])
+        if kind == b"IEND":
+            return None
+        offset = start + length + 4          # payload, then CRC
+    return None
 
 
 # --- JPEG quality estimation -------------------------------------------------------------------------

@@ -37,12 +37,8 @@ def _gps_coordinate(value) -> str:
     return f"{deg:g}deg {minutes:g}' {seconds:.2f}\""
 
 
-def exif_fields(image) -> dict[str, str]:
+def exif_fields(exif) -> dict[str, str]:
     fields: dict[str, str] = {}
-    try:
-        exif = image.getexif()
-    except Exception:
-        return fields
     for tag, value in exif.items():
         name = ExifTags.TAGS.get(tag)
         if name and name not in ("ExifOffset", "GPSInfo"):
@@ -72,7 +68,7 @@ def exif_fields(image) -> dict[str, str]:
 def info(img, args: dict, ctx: RunContext) -> dict:
     """The stored object's facts, from its header alone (no pixels decoded)."""
     probe = ctx.probe
-    fields = exif_fields(probe.image)
+    fields = exif_fields(probe.exif)
     fields.update({
         "FileSize": str(ctx.source_bytes),
         "Format": probe.format,
