@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .config import Config
+from .memory import tune_malloc
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 TRY_PROCESSES = (
@@ -78,6 +79,12 @@ def example_urls(base: str, root: str, static: bool = False) -> list[str]:
     return urls
 
 
+def tune_worker_malloc(config: Config) -> bool:
+    """The worker's glibc malloc settings from the config (imgmiddleware/memory.py says why)."""
+    return tune_malloc(config.malloc_mmap_threshold, config.malloc_trim_threshold,
+                       config.malloc_arena_max)
+
+
 def serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
@@ -93,6 +100,8 @@ def serve(args: argparse.Namespace) -> int:
     cv_threads = config.opencv_threads or max(1, (os.cpu_count() or 1) // config.workers)
 
     def post_fork(server, worker):
+        # malloc settings first, before the worker has threads (their arenas would already exist).
+        tune_worker_malloc(config)
         # OpenCV's thread pool is made per process on first use; size it for this worker's share
         # of the cores (the master never runs OpenCV, so nothing is inherited across the fork).
         import cv2

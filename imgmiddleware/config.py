@@ -69,6 +69,12 @@ class Config:
     max_requests: int = 2000                   # recycle workers now and then (heap fragmentation)
     max_requests_jitter: int = 200
     opencv_threads: int = 0                    # per worker; 0: the machine's cores / workers
+    # glibc malloc in each worker (imgmiddleware/memory.py; measured by bench/malloc_bench.py): blocks
+    # below the mmap threshold come from the reusable heap, freed heap up to the trim threshold stays
+    # in the process, and the arenas bound how many threads keep their own; 0 keeps glibc's default.
+    malloc_mmap_threshold: int = 32 * MB
+    malloc_trim_threshold: int = 256 * MB
+    malloc_arena_max: int = 2
     upstream: str = ""                         # serve a reverse-proxied HTTP origin instead of buckets
     upstream_connect_timeout: float = 2.0
     upstream_read_timeout: float = 10.0

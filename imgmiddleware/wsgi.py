@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import os
 
-from .cli import DEFAULT_ROOT, build_app, load_config, seed_example_bucket
+from .cli import DEFAULT_ROOT, build_app, load_config, seed_example_bucket, tune_worker_malloc
 
 _static = os.environ.get("IMGMW_STATIC")
 _root = _static or os.environ.get("IMGMW_ROOT", DEFAULT_ROOT)
+_config = load_config(os.environ.get("IMGMW_CONFIG"))
+# gunicorn imports this module in each worker before the worker starts its threads.
+tune_worker_malloc(_config)
 if not _static:
     seed_example_bucket(_root)
-application = build_app(_root, load_config(os.environ.get("IMGMW_CONFIG")), static=bool(_static))
+application = build_app(_root, _config, static=bool(_static))
