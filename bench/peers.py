@@ -15,6 +15,7 @@ suite uses it). A measurement, not a test: nothing here asserts a time.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -365,16 +366,34 @@ def fetch(url: str) -> bytes:
         return r.read()
 
 
-def psnr_vs_reference(src: Path, out: bytes) -> float:
+@functools.lru_cache(maxsize=256)
+def reference(src: Path, width: int, height: int) -> np.ndarray:
+    """Full decode of the source, INTER_AREA to the output's size: what a perfect thumbnail is."""
+    full = cv2.imread(str(src), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    return cv2.resize(full, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean SSIM of the luma (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03)."""
+    x, y = (cv2.cvtColor(i, cv2.COLOR_BGR2GRAY).astype(np.float64) for i in (a, b))
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    blur = lambda m: cv2.GaussianBlur(m, (11, 11), 1.5)  # noqa: E731
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return float(s.mean())
+
+
+def quality_vs_reference(src: Path, out: bytes) -> tuple[float, float]:
+    """(SSIM, PSNR dB) of an output against the reference at its size."""
     img = cv2.imdecode(np.frombuffer(out, np.uint8), cv2.IMREAD_COLOR)
-    ref_full = cv2.imread(str(src), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    ref = cv2.resize(ref_full, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_AREA)
-    return float(cv2.PSNR(ref, img))
+    ref = reference(src, img.shape[1], img.shape[0])
+    return ssim(ref, img), float(cv2.PSNR(ref, img))
 
 
 def verify(servers: dict, names: list[str], size: int, corpus: Path) -> dict:
-    """Each server's output for every URL: dimensions compared with imgmiddleware's, bytes, PSNR."""
-    res = {s: {"bytes": [], "psnr": [], "dims": []} for s in servers}
+    """Each server's output for every URL: dimensions compared with imgmiddleware's, bytes, SSIM, PSNR."""
+    res = {s: {"bytes": [], "ssim": [], "psnr": [], "dims": []} for s in servers}
     mismatch = []
     for name in names:
         for s, base in servers.items():
@@ -382,7 +401,9 @@ def verify(servers: dict, names: list[str], size: int, corpus: Path) -> dict:
             img = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
             res[s]["dims"].append((img.shape[1], img.shape[0]))
             res[s]["bytes"].append(len(body))
-            res[s]["psnr"].append(psnr_vs_reference(corpus / name, body))
+            quality = quality_vs_reference(corpus / name, body)
+            res[s]["ssim"].append(quality[0])
+            res[s]["psnr"].append(quality[1])
         ref = res["imgmiddleware"]["dims"][-1]
         for s in servers:
             d = res[s]["dims"][-1]
@@ -391,8 +412,8 @@ def verify(servers: dict, names: list[str], size: int, corpus: Path) -> dict:
                 mismatch.append(f"{s} {name} fit {size}: {d[0]}x{d[1]} vs {ref[0]}x{ref[1]}")
             if dev > 1:
                 raise RuntimeError(f"output sizes differ by more than 1 px: {mismatch[-1]}")
-    return {s: {"bytes": statistics.fmean(v["bytes"]), "psnr": statistics.fmean(v["psnr"])}
-            for s, v in res.items()} | {"_mismatch": mismatch}
+    return {s: {"bytes": statistics.fmean(v["bytes"]), "ssim": statistics.fmean(v["ssim"]),
+                "psnr": statistics.fmean(v["psnr"])} for s, v in res.items()} | {"_mismatch": mismatch}
 
 
 def load(wrk: str, server: Proc, base: str, paths: list[str], duration: float, work: Path) -> dict:
@@ -422,7 +443,9 @@ def inproc(engine: str, size: int, files: list[Path], duration: float, outdir: P
     res = json.loads(r.stdout.strip().splitlines()[-1])
     outs = sorted(outdir.iterdir(), key=lambda p: int(p.stem))
     res["bytes"] = statistics.fmean(p.stat().st_size for p in outs)
-    res["psnr"] = statistics.fmean(psnr_vs_reference(f, o.read_bytes()) for f, o in zip(files, outs))
+    quality = [quality_vs_reference(f, o.read_bytes()) for f, o in zip(files, outs)]
+    res["ssim"] = statistics.fmean(q[0] for q in quality)
+    res["psnr"] = statistics.fmean(q[1] for q in quality)
     return res
 
 
@@ -505,7 +528,7 @@ def main(argv=None) -> int:
                         continue
                     res = inproc(engine, size, [corpus / n for n in names], duration, work / f"out-{engine}")
                     if res:
-                        entry["servers"][label] = {"bytes": res["bytes"], "psnr": res["psnr"],
+                        entry["servers"][label] = {"bytes": res["bytes"], "ssim": res["ssim"], "psnr": res["psnr"],
                                                    "runs": [{"rps": res["ops"], "p50": res["p50"],
                                                              "p99": res["p99"], "errors": "-",
                                                              "rss_worker": float("nan"),

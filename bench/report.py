@@ -123,9 +123,10 @@ def write_report(res, md: Path, chart: Path, venv_py: Path | None, json_path: Pa
               "OpenCV floor in-process, 2 processes, bytes in memory",
               "- quality 90 (JPEG, WebP), PNG compression 6, everywhere",
               "- floor: OpenCV reduced decode (1/2, 1/4, 1/8) that still covers the target + INTER_AREA + encode",
-              "- quality figure: PSNR (dB) of the output against the full-decode INTER_AREA reference at the "
-              "output's size, mean over the files (cv2.PSNR gives 361 dB for an identical image, so a "
-              "lossless PNG path shows 361, and a mean above ~60 dB means some outputs were identical)",
+              "- quality figure: SSIM of the output's luma against the full-decode INTER_AREA reference at "
+              "the output's size (11x11 Gaussian window, sigma 1.5; 1.000 = identical), mean over the "
+              "files; PSNR (dB) beside it (cv2.PSNR gives 361 dB for an identical image, so a lossless "
+              "PNG path shows 361)",
               "- output sizes checked equal for every URL before each workload's loads (imgmiddleware is the "
               "reference; 1 px differences are listed below, more aborts the run)", ""]
     for k, v in sorted(res["peers"].items()):
@@ -135,8 +136,8 @@ def write_report(res, md: Path, chart: Path, venv_py: Path | None, json_path: Pa
     lines += ["", "## Results", "",
               "Ratios are to thumbor in the same run; floor share = req/s over the OpenCV floor's.", "",
               "| workload | server | req/s | x thumbor | floor share | p50 ms | p99 ms | p99 x thumbor "
-              "| RSS/worker MB | RSS tree MB | RSS x thumbor | out KB | PSNR dB |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| RSS/worker MB | RSS tree MB | RSS x thumbor | out KB | SSIM | PSNR dB |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, e in wl.items():
         t = e["servers"].get("thumbor")
         fl = e["servers"].get("OpenCV floor")
@@ -151,7 +152,8 @@ def write_report(res, md: Path, chart: Path, venv_py: Path | None, json_path: Pa
                 f"{f(ratio(med(runs, 'p99'), med(t['runs'], 'p99')) if t else float('nan'))} | "
                 f"{f(maxv(runs, 'rss_worker'), '{:.0f}')} | {f(maxv(runs, 'rss_tree'), '{:.0f}')} | "
                 f"{f(ratio(maxv(runs, 'rss_tree'), maxv(t['runs'], 'rss_tree')) if t else float('nan'))} | "
-                f"{f(v.get('bytes', float('nan')) / 1024, '{:.1f}')} | {f(v.get('psnr', float('nan')), '{:.1f}')} |")
+                f"{f(v.get('bytes', float('nan')) / 1024, '{:.1f}')} | {f(v.get('ssim', float('nan')), '{:.4f}')} | "
+                f"{f(v.get('psnr', float('nan')), '{:.1f}')} |")
     errs = [f"{n} / {s}: {r['errors']}" for n, e in wl.items() for s, v in e["servers"].items()
             for r in v["runs"] if r.get("errors", "-") != "-"]
     mism = [m for e in wl.values() for m in e.get("mismatch", [])]

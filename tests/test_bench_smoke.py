@@ -34,4 +34,8 @@ def test_peers_harness_smoke(tmp_path):
         for server, figures in entry["servers"].items():
             assert figures["runs"], (name, server)
             assert all(run["rps"] > 0 for run in figures["runs"]), (name, server, figures["runs"])
+            if "ssim" in figures:     # thumbnails of smooth gradients: close to the reference
+                assert 0.9 < figures["ssim"] <= 1.0, (name, server, figures["ssim"])
+    assert any("ssim" in figures for entry in results["workloads"].values()
+               for figures in entry["servers"].values())
     assert "Errors\n\nnone" in text, text
