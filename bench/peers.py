@@ -55,6 +55,13 @@ WRK_THREADS = 2
 PACKAGES = ("lomiri-wallpapers-16.04", "lomiri-wallpapers-20.04", "mate-backgrounds",
             "plasma-workspace-wallpapers")
 MIN_MP, MAX_MP, MAX_BYTES = 2.0, 24.0, 18_000_000
+# Wallpapers that are artwork, renders or logos rather than photographs, found by looking at every
+# file of the packages above: flat colour and hard edges compress and scale unlike photos.
+ARTWORK = ("umang_by_Abhishek_Mudgal", "Fossa_by_Jasper_Roks", "Infinite-Sea_by_Aury88",
+           "Painting-Colors_by__herobrine7gamer", "greentock_by_Peter_Nerlich", "/GreenTraditional.",
+           "/wallpapers/Autumn/", "/wallpapers/Flow/", "/wallpapers/Honeywave/",
+           "/wallpapers/PastelHills/", "/wallpapers/SafeLanding/", "/wallpapers/Shell/",
+           "/wallpapers/Volna/")
 
 LIST_LUA = r"""
 local paths = {}
@@ -153,8 +160,10 @@ def build_corpus(dest: Path, quick: bool, smoke: bool) -> list[dict]:
         for path in sorted(tree.rglob("*")):
             if path.suffix.lower() not in (".jpg", ".jpeg") or "screenshot" in path.name:
                 continue
-            if "/abstract/" in str(path) or path.stat().st_size > MAX_BYTES:
-                continue          # mate's abstract/ is artwork, not photographs
+            if "/abstract/" in str(path) or any(a in str(path) for a in ARTWORK):
+                continue          # mate's abstract/ and the ARTWORK list are not photographs
+            if path.stat().st_size > MAX_BYTES:
+                continue
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
             if digest in seen:
                 continue

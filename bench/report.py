@@ -162,7 +162,11 @@ def write_report(res, md: Path, chart: Path, venv_py: Path | None, json_path: Pa
               "Zipf (s = 1) over every (file, fit 200/512) URL; imgmiddleware with its cache on, as deployed.", ""]
     lines += ["### Errors", ""] + ([f"- {e}" for e in errs] or ["none"]) + [""]
     lines += ["### 1 px size differences", ""] + ([f"- {m}" for m in mism] or ["none"]) + [""]
-    lines += ["## Corpus", "", "| file | kind | size | source |", "|---|---|---|---|"]
+    lines += ["## Corpus", "",
+              "Photographs from Debian's wallpaper packages, every file looked at by eye: artwork, "
+              "renders and logos are left out (`ARTWORK` in bench/peers.py). PNG and WebP sources are "
+              "every third photo converted by Pillow.", "",
+              "| file | kind | size | source |", "|---|---|---|---|"]
     for i in res["corpus"]:
         lines.append(f"| {i['name']} | {i['kind']} | {i['w']}x{i['h']} ({i['w'] * i['h'] / 1e6:.1f} MP) | {i['source']} |")
     lines.append("")
