@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from . import colour, heif
+from . import colour, heif, jpeg_scans
 
 REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
                  8: cv2.IMREAD_REDUCED_COLOR_8}
@@ -55,6 +55,9 @@ def _pillow_jpeg(data: bytes | memoryview, mode: str, reduce: int) -> Image.Imag
 
 def decode(data: bytes | memoryview, fmt: str, reduce: int = 1, keep_16bit: bool = False
            ) -> np.ndarray:
+    if fmt == "jpg" and reduce == 8:
+        # A progressive JPEG at 1/8 needs little more than its DC scans: same pixels, much faster.
+        data = jpeg_scans.dc_only_stream(data) or data
     buf = np.frombuffer(data, dtype=np.uint8)  # a view, not a copy
     if fmt == "jpg":
         img = cv2.imdecode(buf, REDUCED_FLAGS[reduce] | cv2.IMREAD_IGNORE_ORIENTATION)
