@@ -573,6 +573,8 @@ def main(argv=None) -> int:
     finally:
         for p in procs.values():
             p.stop()
+    if not args.smoke:
+        results["extras"] = run_extras(corpus, quick)
     results["meta"] = {
         "mode": "smoke" if args.smoke else ("quick" if args.quick else "full"),
         "argv": "".join(" " + a for a in (argv if argv is not None else sys.argv[1:])
@@ -589,6 +591,22 @@ def main(argv=None) -> int:
                  work / "peers.json")
     print(f"wrote {args.report} in {time.monotonic() - t_start:.0f} s", flush=True)
     return 0
+
+
+def run_extras(corpus: Path, quick: bool) -> dict[str, str]:
+    """The two benchmarks behind the engine's choices, run on the same machine after the loads:
+    the progressive-JPEG rewrite on every progressive wallpaper, and glibc malloc settings for a
+    worker on the corpus. Their tables go into the report as they print them."""
+    extras = {}
+    for name, cmd in (
+            ("progressive", [sys.executable, str(HERE / "progressive_bench.py"), str(CACHE)]
+             + (["--runs", "3"] if quick else [])),
+            ("malloc", [sys.executable, str(HERE / "malloc_bench.py"), "--corpus", str(corpus)]
+             + (["--duration", "2", "--rounds", "1"] if quick else ["--duration", "8", "--rounds", "2"]))):
+        print(f"{name} benchmark ...", flush=True)
+        r = sh(cmd, timeout=3600)
+        extras[name] = r.stdout if r.returncode == 0 else f"failed: {r.stderr[-1000:]}"
+    return extras
 
 
 def med(runs: list[dict], key: str) -> float:

@@ -78,6 +78,10 @@ def targets(res) -> list[tuple[str, str, float, bool | None, str]]:
     ]
 
 
+# What the malloc table above decided (Config's malloc_* defaults); keep it true to the figures.
+MALLOC_CHOICE = ("Shipped (Config defaults, conf/imgmiddleware.toml): mmap threshold 32 MB, trim "
+                 "threshold 256 MB, 2 arenas.")
+
 WHY = {
     0: "Thumbor on Pillow uses draft (reduced) JPEG decoding too, so the gap is what is left after both "
        "skip most of the decode: per-request overhead (WSGI, gunicorn, probe, colour handling).",
@@ -162,6 +166,19 @@ def write_report(res, md: Path, chart: Path, venv_py: Path | None, json_path: Pa
               "Zipf (s = 1) over every (file, fit 200/512) URL; imgmiddleware with its cache on, as deployed.", ""]
     lines += ["### Errors", ""] + ([f"- {e}" for e in errs] or ["none"]) + [""]
     lines += ["### 1 px size differences", ""] + ([f"- {m}" for m in mism] or ["none"]) + [""]
+    extras = res.get("extras", {})
+    if "progressive" in extras:
+        lines += ["## Progressive JPEG: decoding only what 1/8 needs", "",
+                  "`bench/progressive_bench.py`: every progressive JPEG of the wallpaper packages decoded at "
+                  "1/8 from its own bytes and from the DC-only rewrite (imgmiddleware/imaging/jpeg_scans.py), "
+                  "best of N; the rewritten column includes the rewrite. Exact = identical pixels.", "",
+                  extras["progressive"].strip(), ""]
+    if "malloc" in extras:
+        lines += ["## glibc malloc settings for a worker", "",
+                  "`bench/malloc_bench.py`: one process shaped like a worker (4 threads, 2 transform "
+                  "slots) running uncached fit-200 thumbnails of one kind of source at a time, per "
+                  "setting (applied with mallopt, as the server does). " + MALLOC_CHOICE, "",
+                  extras["malloc"].strip(), ""]
     lines += ["## Corpus", "",
               "Photographs from Debian's wallpaper packages, every file looked at by eye: artwork, "
               "renders and logos are left out (`ARTWORK` in bench/peers.py). PNG and WebP sources are "
