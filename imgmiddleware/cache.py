@@ -78,7 +78,7 @@ class ResultCache:
         self._memory: LRUCache | None = (
             LRUCache(maxsize=memory_bytes, getsizeof=lambda e: e.length + 256) if memory_bytes else None)
         self._memo: LRUCache = LRUCache(maxsize=100_000)    # object identity -> last validator
-        self._flights: dict[str, threading.Event] = {}
+        self._flights: dict[str, _Flight] = {}
         self.wait_seconds = wait_seconds
         self.counters = {"hit": 0, "miss": 0, "revalidated": 0, "stored": 0, "store_errors": 0}
         self._disk = None
@@ -179,28 +179,35 @@ class ResultCache:
 
     def single_flight(self, key: str, compute: Callable[[], Entry]) -> tuple[Entry, bool]:
         """(entry, computed_here). One caller per key computes, in this process and across processes
-        sharing the disk tier; the others wait (bounded) for its result, and compute themselves if
-        the leader failed or took too long."""
+        sharing the disk tier; the others wait for its result. A leader that fails, or whose worker
+        was killed, is replaced at once by one of them. A leader's claim lasts ``wait_seconds``
+        (the in-process flight as the disk lease): after that the next caller leads instead, so a
+        stuck leader (a wrapped app that hangs) holds up its key for that long at most. A caller that
+        has waited ``wait_seconds`` itself while a leader still works gets :class:`LeaderBusy`
+        (503 SlowDown for the client) instead of piling onto the same stuck work."""
         deadline = time.monotonic() + self.wait_seconds
         while True:
+            now = time.monotonic()
             with self._lock:
-                event = self._flights.get(key)
-                leader = event is None
+                flight = self._flights.get(key)
+                leader = flight is None or flight.expires <= now
                 if leader:
-                    event = self._flights[key] = threading.Event()
+                    flight = self._flights[key] = _Flight(now + self.wait_seconds)
             if leader:
                 try:
                     return self._lead(key, compute, deadline)
                 finally:
                     with self._lock:
-                        self._flights.pop(key, None)
-                    event.set()
-            event.wait(max(0.0, deadline - time.monotonic()))
+                        if self._flights.get(key) is flight:
+                            del self._flights[key]
+                    flight.done.set()
+            flight.done.wait(max(0.0, min(deadline, flight.expires) - time.monotonic()))
             entry = self.get(key)
             if entry is not None:
                 return entry, False
             if time.monotonic() >= deadline:
-                return self._store(key, compute()), True
+                raise LeaderBusy(key)
+            # the leader finished without a result (it failed) or its claim ran out: lead
 
     def _lead(self, key: str, compute: Callable[[], Entry], deadline: float) -> tuple[Entry, bool]:
         if self._disk is None:
@@ -227,7 +234,7 @@ class ResultCache:
             if entry is not None:
                 return entry, False
             if time.monotonic() >= deadline:
-                return self._store(key, compute()), True       # the leader is too slow: bounded wait
+                raise LeaderBusy(key)          # another live worker holds the lease and works on
             holder = self._safe(lambda: self._disk.get(lease))
             if isinstance(holder, int) and not _alive(holder):
                 self._safe(lambda: self._disk.delete(lease))   # its worker was killed: take over now
@@ -262,6 +269,19 @@ class ResultCache:
     def close(self) -> None:
         if self._disk is not None:
             self._disk.close()
+
+
+class LeaderBusy(Exception):
+    """Another request has been computing this result for longer than the wait allows."""
+
+
+class _Flight:
+    """An in-process leader's claim on a key: set when it is done; others may lead after expires."""
+    __slots__ = ("done", "expires")
+
+    def __init__(self, expires: float) -> None:
+        self.done = threading.Event()
+        self.expires = expires
 
 
 def _alive(pid: int) -> bool:

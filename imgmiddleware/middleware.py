@@ -26,7 +26,7 @@ from werkzeug.http import parse_accept_header
 from werkzeug.wsgi import FileWrapper
 
 from .auth import SignedRequest, verify
-from .cache import Entry, ResultCache, result_key
+from .cache import Entry, LeaderBusy, ResultCache, result_key
 from .config import Config
 from .errors import OssError, new_request_id
 from .process import parse, run
@@ -214,7 +214,13 @@ class Request:
                 return self._serve(entry, "hit")
             _close(entry)
             self.cache.discard(key)
-        entry, computed = self.cache.single_flight(key, lambda: self._compute(fetched))
+        try:
+            entry, computed = self.cache.single_flight(key, lambda: self._compute(fetched))
+        except LeaderBusy:
+            # Another request has held this key for cache_wait_seconds and is still at it (a huge
+            # image, or a wrapped app that hangs): a clean 503 rather than more threads on it.
+            fetched.close()
+            raise self.mw.throttle.busy() from None
         if not computed:
             fetched.close()
         return self._serve(entry, "miss" if computed else "hit")

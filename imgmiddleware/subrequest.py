@@ -18,7 +18,7 @@ from urllib.parse import unquote
 
 from werkzeug.datastructures import Headers
 
-from .errors import source_too_large
+from .errors import OssError, source_too_large
 
 PROCESS_PARAM = "x-oss-process"
 _STRIPPED = (
@@ -134,6 +134,7 @@ class Upstream:
                     data += filelike.read(limit + 1 - want)
                 if len(data) > limit:
                     raise _too_large(limit)
+                _check_complete(declared, len(data))
                 return data
             chunks = list(self.written)
             size = sum(map(len, chunks))
@@ -142,9 +143,21 @@ class Upstream:
                 if size > limit:
                     raise _too_large(limit)
                 chunks.append(chunk)
+            _check_complete(declared, size)
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
         finally:
             self.close()
+
+
+def _check_complete(declared: int | None, size: int) -> None:
+    """A body shorter than its Content-Length is a torn answer (an app or upstream that failed half
+    way, a file truncated while it was read), never the object. It is not processed: the decoder
+    would call it a corrupt image (400, the client's fault, which SDKs do not retry) or, for a
+    format that decodes from its first bytes, make a wrong picture. 502 BadGateway, as for an
+    upstream that breaks the connection, and nothing is cached (docs/COMPATIBILITY.md, decision 73)."""
+    if declared is not None and size < declared:
+        raise OssError("BadGateway", f"The source object ended after {size} of its {declared} bytes.",
+                       status=502)
 
 
 def _remaining(filelike) -> int | None:

@@ -23,7 +23,8 @@ class Throttle:
         self.wait_seconds = wait_seconds
         self.retry_after = retry_after
 
-    def _busy(self) -> OssError:
+    def busy(self) -> OssError:
+        """OSS's answer for "reduce your request rate", with the configured Retry-After."""
         return OssError("SlowDown", "Please reduce your request rate.", status=503,
                         headers=[("Retry-After", str(self.retry_after))])
 
@@ -31,10 +32,10 @@ class Throttle:
     def slot(self, pixels: int):
         large = pixels > self.large_pixels
         if large and not self._large.acquire(timeout=self.wait_seconds):
-            raise self._busy()
+            raise self.busy()
         try:
             if not self._slots.acquire(timeout=self.wait_seconds):
-                raise self._busy()
+                raise self.busy()
             try:
                 yield
             finally:
