@@ -13,7 +13,8 @@ setup(
     license="MIT",
     python_requires=">=3.11",
     packages=find_packages(include=["imgmiddleware", "imgmiddleware.*"]),
-    package_data={"imgmiddleware": ["samples/*"]},
+    # The samples seed the example bucket; viewer/static is the style viewer page (issue 10).
+    package_data={"imgmiddleware": ["samples/*", "viewer/static/*"]},
     install_requires=[
         # Pixels: decode, transform, encode. 5.0 for FontFace text and the Animation API.
         "opencv-python-headless>=5.0",
@@ -43,8 +44,10 @@ setup(
         # hypothesis: property-based fuzzing of the process language (tests/test_fuzz.py); atheris:
         # the coverage-guided fuzz targets in fuzz/ (docs/SECURITY.md), smoke-run by
         # tests/test_fuzz_targets.py (which falls back to their plain mutation mode without it).
+        # selenium: tests/test_viewer_browser.py drives the style viewer in headless Chromium (the
+        # test installs Debian's chromium and chromium-driver itself).
         "test": ["pytest>=8.0", "pillow-heif>=1.0", "oss2>=2.18", "Django>=5.0", "Flask>=3.0",
-                 "hypothesis>=6.100", "atheris>=2.3"],
+                 "hypothesis>=6.100", "atheris>=2.3", "selenium>=4.20"],
     },
     entry_points={"console_scripts": ["imgmiddleware=imgmiddleware.cli:main"]},
     classifiers=[

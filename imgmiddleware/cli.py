@@ -114,7 +114,8 @@ def serve(args: argparse.Namespace) -> int:
                 "threads": config.threads, "timeout": config.timeout, "graceful_timeout": 30,
                 "keepalive": config.keepalive, "max_requests": config.max_requests,
                 "max_requests_jitter": config.max_requests_jitter, "post_fork": post_fork,
-                "when_ready": lambda server: print_urls(server, root, static, config.upstream),
+                "when_ready": lambda server: print_urls(server, root, static, config.upstream,
+                                                        config.viewer_path),
             }
             for name, value in settings.items():
                 self.cfg.set(name, value)
@@ -128,17 +129,21 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_urls(server, root: str, static: bool = False, upstream: str = "") -> None:
+def print_urls(server, root: str, static: bool = False, upstream: str = "", viewer_path: str = "") -> None:
     for sock in server.LISTENERS:
         host, port = sock.sock.getsockname()[:2]
         base = f"http://{host}:{port}"
         if upstream:
             print(f"imgmiddleware is serving {upstream} (reverse proxy) at {base}", flush=True)
-            continue
-        what = "the folder" if static else "OSS-compatible buckets in"
-        print(f"imgmiddleware is serving {what} {root} at {base}; try:", flush=True)
-        for url in example_urls(base, root, static):
-            print("  " + url, flush=True)
+        else:
+            what = "the folder" if static else "OSS-compatible buckets in"
+            print(f"imgmiddleware is serving {what} {root} at {base}; try:", flush=True)
+            for url in example_urls(base, root, static):
+                print("  " + url, flush=True)
+        if viewer_path:
+            page = "/" + viewer_path.strip("/") + "/"
+            query = "" if static or upstream else f"?bucket={EXAMPLE_BUCKET}"
+            print(f"the style viewer (try process strings, save styles): {base}{page}{query}", flush=True)
 
 
 def process(args: argparse.Namespace) -> int:

@@ -88,6 +88,10 @@ class Config:
     # Source-image protection (spec §1.4): bucket ("" for a bucketless app) -> {"prefixes": [...],
     # "suffixes": [...]}; anonymous requests for a matching key must go through a style.
     protected: dict = field(default_factory=dict)
+    # --- the image style viewer (issue 10): a page for trying process strings and saving styles ---
+    # Served under this path ("/_viewer/"); "" turns it off. A leading "_" cannot begin a bucket name,
+    # so it never hides a path-style bucket.
+    viewer_path: str = ""
     # --- identity in error bodies (spec §7 HostId) ---
     host_id: str = ""                          # empty: the request's Host header
     styles: dict = field(default_factory=dict, hash=False, compare=False)  # name -> "image/..." (issue 6)
@@ -114,6 +118,8 @@ class Config:
         unknown = set(self.auto_formats) - {"avif", "webp", "jpg", "png", "heic"}
         if unknown:
             raise ValueError(f"config auto_format: unknown formats {', '.join(sorted(unknown))}")
+        if self.viewer_path and (not self.viewer_path.startswith("/") or self.viewer_path.strip("/") == ""):
+            raise ValueError('config viewer_path must be "" or a path such as "/_viewer/"')
         if not 0 <= self.avif_speed <= 10:
             raise ValueError("config avif_speed must be within 0..10")
 

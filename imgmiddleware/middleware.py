@@ -74,8 +74,15 @@ class ImageMiddleware:
                                  self.config.cache_disk_bytes, self.config.cache_wait_seconds)
         self.fingerprint = self.config.output_fingerprint()   # the config is frozen
         self._parsed = functools.lru_cache(maxsize=1024)(self._parse)
+        # The style viewer page (issue 10), only when configured; it is a plain client of this server.
+        self.viewer = None
+        if cfg.viewer_path:
+            from .viewer import Viewer
+            self.viewer = Viewer(cfg.viewer_path)
 
     def __call__(self, environ, start_response):
+        if self.viewer is not None and self.viewer.matches(environ):
+            return self.viewer(environ, start_response)
         method = environ.get("REQUEST_METHOD", "GET")
         if method == "POST" and any(key == PROCESS_PARAM
                                     for _, key, _ in query_pairs(environ.get("QUERY_STRING", ""))):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import threading
 import xml.etree.ElementTree as ET
@@ -588,3 +589,78 @@ def test_metadata_without_extended_attributes(root, monkeypatch):
         "text/x-thing", md5_etag(b"12345"), "v")
     assert send(client, "DELETE", BUCKET, "n/x.bin").status_code == 204
     assert not (root / META_DIR / "meta" / BUCKET / "n" / "x.bin.json").exists()
+
+
+# ---------------------------------------------------------------------------------------------------
+# ListBuckets and ListObjects (what oss2's ObjectIterator, ali-oss's list() and the style viewer use)
+
+def listing(response) -> tuple[list[str], list[str], ET.Element]:
+    """(keys, common prefixes, root) of a ListBucketResult."""
+    assert response.status_code == 200, response.get_data()[:300]
+    assert response.headers["Content-Type"].startswith("application/xml")
+    root = ET.fromstring(response.get_data())
+    assert root.tag == "ListBucketResult"
+    return ([c.findtext("Key") for c in root.findall("Contents")],
+            [p.findtext("Prefix") for p in root.findall("CommonPrefixes")], root)
+
+
+def test_list_objects_with_prefix_marker_delimiter_and_max_keys(client, root):
+    for key in ("b/1.jpg", "b/2.jpg", "b-c.jpg", "c/d/e.jpg", "中.jpg"):
+        send(client, "PUT", BUCKET, key, data=JPEG, content_type="image/jpeg")
+    (root / BUCKET / "b" / ".put-abcd1234").write_bytes(b"a PUT in flight")   # never listed
+
+    keys, prefixes, result = listing(send(client, "GET", BUCKET, ""))
+    assert keys == ["b-c.jpg", "b/1.jpg", "b/2.jpg", "c/d/e.jpg", "example.jpg", "中.jpg"]  # UTF-8 order
+    assert prefixes == [] and result.findtext("IsTruncated") == "false"
+    assert result.findtext("Name") == BUCKET and result.findtext("MaxKeys") == "100"
+    first = result.find("Contents")
+    assert first.findtext("ETag") == md5_etag(JPEG) and first.findtext("Size") == str(len(JPEG))
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000Z", first.findtext("LastModified"))
+
+    keys, prefixes, _ = listing(send(client, "GET", BUCKET, "", [("delimiter", "/")]))
+    assert keys == ["b-c.jpg", "example.jpg", "中.jpg"] and prefixes == ["b/", "c/"]
+    keys, prefixes, _ = listing(send(client, "GET", BUCKET, "", [("prefix", "b/"), ("delimiter", "/")]))
+    assert keys == ["b/1.jpg", "b/2.jpg"] and prefixes == []
+
+    # pages: max-keys counts keys and prefixes; NextMarker continues after the last one
+    seen, marker = [], ""
+    while True:
+        keys, prefixes, result = listing(send(client, "GET", BUCKET, "", [
+            ("delimiter", "/"), ("max-keys", "2"), ("marker", marker)]))
+        seen += keys + prefixes
+        assert len(keys) + len(prefixes) <= 2
+        if result.findtext("IsTruncated") == "false":
+            break
+        marker = result.findtext("NextMarker")
+    assert sorted(seen) == sorted(["b-c.jpg", "b/", "c/", "example.jpg", "中.jpg"])
+
+    keys, _, result = listing(send(client, "GET", BUCKET, "", [("encoding-type", "url"), ("prefix", "中")]))
+    assert keys == [quote("中.jpg")] and result.findtext("EncodingType") == "url"
+
+
+def test_list_objects_refuses_bad_arguments_and_other_subresources(client):
+    for query in ([("max-keys", "0")], [("max-keys", "1001")], [("max-keys", "x")],
+                  [("encoding-type", "base64")]):
+        assert oss_error(send(client, "GET", BUCKET, "", query))["Code"] == "InvalidArgument", query
+    for query in ([("acl", "")], [("list-type", "2")], [("cors", "")]):
+        assert oss_error(send(client, "GET", BUCKET, "", query))["Code"] == "NotImplemented", query
+    assert oss_error(send(client, "GET", "nosuchbucket", ""))["Code"] == "NoSuchBucket"
+
+
+def test_listing_follows_the_acl_and_signatures(root):
+    private = client_for(root, default_acl="private", credentials={"ak": "sk"})
+    assert oss_error(send(private, "GET", BUCKET, ""))["Code"] == "AccessDenied"
+    keys, _, _ = listing(send(private, "GET", BUCKET, "", headers=v1_headers("GET", BUCKET, "")))
+    assert keys == ["example.jpg"]
+    public = client_for(root, default_acl="public-read", credentials={"ak": "sk"})
+    assert listing(send(public, "GET", BUCKET, ""))[0] == ["example.jpg"]     # anonymous, as on OSS
+
+    # ListBuckets: never anonymous; signed, every bucket
+    anonymous = public.get("/")
+    assert oss_error(anonymous)["Code"] == "AccessDenied"
+    anonymous.close()
+    signed = private.get("/", headers=v1_headers("GET", "", ""))
+    result = ET.fromstring(signed.get_data())
+    signed.close()
+    assert result.tag == "ListAllMyBucketsResult"
+    assert [b.findtext("Name") for b in result.iter("Bucket")] == [BUCKET, OTHER]

@@ -11,10 +11,12 @@ CONF = Path(__file__).resolve().parent.parent / "conf" / "imgmiddleware.toml"
 
 def test_shipped_config_file_states_the_defaults():
     """conf/ documents every default; what it changes on purpose is the embedded default's: a disk
-    cache, a demo key, the styles file and the '!' delimiter (a library user gets none of these unless
-    they ask)."""
+    cache, a demo key, the styles file, the '!' delimiter and the style viewer page (a library user
+    gets none of these unless they ask)."""
     shipped = Config.load(CONF, environ={})
-    assert shipped.replace(cache_dir="", credentials={}, styles_file="", style_delimiters="") == Config()
+    assert shipped.replace(cache_dir="", credentials={}, styles_file="", style_delimiters="",
+                           viewer_path="") == Config()
+    assert shipped.viewer_path == "/_viewer/" and Config().viewer_path == ""
     assert shipped.cache_dir == ".cache/imgmiddleware"
     assert shipped.credentials == {"imgmw-demo-key": "imgmw-demo-secret"}
     assert shipped.styles_file == "conf/styles.toml" and shipped.style_delimiters == "!"

@@ -291,6 +291,23 @@ def test_python_image_info(server):
     assert info["FileSize"]["value"] == str(EXAMPLE.stat().st_size)
 
 
+def test_python_object_and_bucket_iterators(server):
+    """oss2's ObjectIterator pages through ListObjects (marker, max-keys, delimiter, url-encoded keys)
+    and BucketIterator through ListBuckets, as a client picking objects would."""
+    bucket = v1_bucket(server)
+    keys = ["listing/a.jpg", "listing/b c.jpg", "listing/sub/c.jpg", "listing/中.jpg"]
+    for key in keys:
+        bucket.put_object_from_file(key, str(EXAMPLE))
+    found = list(oss2.ObjectIterator(bucket, prefix="listing/", max_keys=2))
+    assert [o.key for o in found] == keys
+    assert all(o.size == EXAMPLE.stat().st_size and o.etag and o.last_modified > 0 for o in found)
+    rolled = list(oss2.ObjectIterator(bucket, prefix="listing/", delimiter="/", max_keys=1))
+    assert [(o.key, o.is_prefix()) for o in rolled] == [
+        ("listing/a.jpg", False), ("listing/b c.jpg", False), ("listing/sub/", True), ("listing/中.jpg", False)]
+    service = oss2.Service(oss2.Auth(AK, SK), server.base)
+    assert [b.name for b in oss2.BucketIterator(service)] == [BUCKET, TARGET]
+
+
 def saveas(style: str, target_image_name: str, taget_bucket_name: str) -> str:
     # the seeds' own formatting of the ProcessObject body
     return "{0}|sys/saveas,o_{1},b_{2}".format(style, b64(target_image_name), b64(taget_bucket_name))

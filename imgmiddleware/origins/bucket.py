@@ -29,13 +29,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import quote
 from xml.sax.saxutils import escape
 
 from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.security import safe_join
 from werkzeug.utils import send_file
 
-from ..auth import SignedRequest, verify
+from ..auth import SUBRESOURCES, SignedRequest, verify
 from ..errors import OssError, new_request_id
 from ..subrequest import PATH_STYLE_KEY as PATH_STYLE
 from ..subrequest import PRINCIPAL_KEY as PRINCIPAL
@@ -46,6 +47,8 @@ META_DIR = ".imgmw"
 BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]\Z")
 ACLS = ("private", "public-read", "public-read-write")
 CHUNK = 1 << 20
+MAX_KEYS = 1000                      # OSS: max-keys 1..1000, 100 when absent
+PUT_TEMP = re.compile(r"\.put-[A-Za-z0-9_]{8}\Z")   # a PUT in flight (tempfile.mkstemp's names)
 
 
 @dataclass(frozen=True)
@@ -132,13 +135,16 @@ class BucketApp:
         method = environ.get("REQUEST_METHOD", "GET")
         query = _query(environ)
         if not where.bucket:
-            raise OssError("NotImplemented", "Listing buckets is not supported.")
+            return self._list_buckets(environ, method, where, query)
         bucket_dir = self._bucket_dir(where.bucket)
         principal = self._authenticate(environ, where, query)
         if "style" in dict(query) and not where.key:
             return self._style_api(environ, method, where.bucket, dict(query), principal)
         if not where.key:
-            raise OssError("NotImplemented", "Bucket operations other than styles are not supported.")
+            if method in ("GET", "HEAD") and not any(k in SUBRESOURCES or k == "list-type" for k, _ in query):
+                self._allow(where.bucket, principal, write=False)
+                return self._list_objects(where.bucket, bucket_dir, dict(reversed(query)))
+            raise OssError("NotImplemented", "Bucket operations other than styles and listing are not supported.")
         path = self._object_path(bucket_dir, where.key)
         if method in ("GET", "HEAD"):
             self._allow(where.bucket, principal, write=False)
@@ -316,6 +322,111 @@ class BucketApp:
             except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
                 pass
 
+    # --- listing (ListBuckets / ListObjects) -----------------------------------------------------------
+
+    def _list_buckets(self, environ, method: str, where: Located, query):
+        """ListBuckets on ``/``: as on OSS, only for a signed request (never anonymous)."""
+        if method not in ("GET", "HEAD") or any(k in SUBRESOURCES for k, _ in query):
+            raise OssError("NotImplemented", "Only ListBuckets is supported on the service root.")
+        if verify(SignedRequest.from_environ(environ, "", ""), self.credentials) is None:
+            raise OssError("AccessDenied", "Anonymous access is forbidden for this operation.",
+                           "0003-00000001", status=403)
+        params = dict(reversed(query))
+        prefix, marker = params.get("prefix", ""), params.get("marker", "")
+        limit = _max_keys(params)
+        names = sorted(p.name for p in self.root.iterdir() if p.is_dir() and BUCKET_NAME.match(p.name)
+                       and p.name.startswith(prefix) and p.name > marker)
+        page = names[:limit]
+        host = environ.get("HTTP_HOST", "")
+        items = "".join(
+            f"<Bucket><CreationDate>{_iso((self.root / n).stat().st_mtime)}</CreationDate>"
+            f"<ExtranetEndpoint>{escape(host)}</ExtranetEndpoint><IntranetEndpoint>{escape(host)}"
+            f"</IntranetEndpoint><Location>oss-local</Location><Name>{n}</Name><Region>local</Region>"
+            f"<StorageClass>Standard</StorageClass></Bucket>" for n in page)
+        truncated = len(names) > limit
+        more = f"<NextMarker>{page[-1]}</NextMarker>" if truncated else ""
+        return _xml_response(
+            f"<ListAllMyBucketsResult><Prefix>{escape(prefix)}</Prefix><Marker>{escape(marker)}</Marker>"
+            f"<MaxKeys>{limit}</MaxKeys><IsTruncated>{str(truncated).lower()}</IsTruncated>{more}"
+            f"<Owner><ID>imgmiddleware</ID><DisplayName>imgmiddleware</DisplayName></Owner>"
+            f"<Buckets>{items}</Buckets></ListAllMyBucketsResult>")
+
+    def _list_objects(self, bucket: str, bucket_dir: Path, params: dict):
+        """ListObjects (V1, what oss2's ObjectIterator and ali-oss's list() send): keys in UTF-8 byte
+        order after ``marker``, under ``prefix``, rolled up at ``delimiter`` into CommonPrefixes."""
+        prefix, marker = params.get("prefix", ""), params.get("marker", "")
+        delimiter, encoding = params.get("delimiter", ""), params.get("encoding-type", "")
+        limit = _max_keys(params)
+        if encoding not in ("", "url"):
+            raise OssError("InvalidArgument", "The encoding-type parameter must be url.")
+        if len(delimiter.encode("utf-8")) > 1:
+            raise OssError("InvalidArgument", "The delimiter must be one character.")
+        keys = sorted((k for k in self._keys_under(bucket_dir, prefix) if k.startswith(prefix)),
+                      key=lambda k: k.encode("utf-8"))
+        after = marker.encode("utf-8")
+        contents, prefixes, last = [], [], None
+        truncated = False
+        for key in keys:
+            if key.encode("utf-8") <= after:
+                continue
+            cut = key.find(delimiter, len(prefix)) if delimiter else -1
+            rolled = key[:cut + len(delimiter)] if cut >= 0 else None
+            if rolled is not None and (rolled == last or rolled.encode("utf-8") <= after):
+                continue
+            if len(contents) + len(prefixes) == limit:
+                truncated = True
+                break
+            if rolled is not None:
+                prefixes.append(rolled)
+                last = rolled
+            else:
+                contents.append(key)
+                last = key
+        enc = (lambda t: quote(t, safe="/")) if encoding else (lambda t: t)
+        items = []
+        for key in contents:
+            info = self._object_info(bucket, bucket_dir, key)
+            if info is None:                  # deleted since the walk
+                continue
+            size, mtime, etag = info
+            items.append(f"<Contents><Key>{escape(enc(key))}</Key><LastModified>{_iso(mtime)}</LastModified>"
+                         f"<ETag>&quot;{etag}&quot;</ETag><Type>Normal</Type><Size>{size}</Size>"
+                         f"<StorageClass>Standard</StorageClass><Owner><ID>imgmiddleware</ID>"
+                         f"<DisplayName>imgmiddleware</DisplayName></Owner></Contents>")
+        items += [f"<CommonPrefixes><Prefix>{escape(enc(p))}</Prefix></CommonPrefixes>" for p in prefixes]
+        head = (f"<Name>{bucket}</Name><Prefix>{escape(enc(prefix))}</Prefix><Marker>{escape(enc(marker))}"
+                f"</Marker><MaxKeys>{limit}</MaxKeys><Delimiter>{escape(enc(delimiter))}</Delimiter>"
+                + (f"<EncodingType>url</EncodingType>" if encoding else "")
+                + f"<IsTruncated>{str(truncated).lower()}</IsTruncated>"
+                + (f"<NextMarker>{escape(enc(last))}</NextMarker>" if truncated else ""))
+        return _xml_response(f"<ListBucketResult>{head}{''.join(items)}</ListBucketResult>")
+
+    @staticmethod
+    def _keys_under(bucket_dir: Path, prefix: str):
+        """Every key whose file lies under the deepest directory ``prefix`` names (PUTs in flight
+        left out)."""
+        start = bucket_dir
+        folder = prefix.rpartition("/")[0]
+        if folder:
+            joined = safe_join(str(bucket_dir), folder)
+            if joined is None or not os.path.isdir(joined):
+                return
+            start = Path(joined)
+        base = len(str(bucket_dir)) + 1
+        for dirpath, dirnames, filenames in os.walk(start):
+            for name in filenames:
+                if not PUT_TEMP.match(name):
+                    yield wsgi_safe_key(os.path.join(dirpath, name)[base:])
+
+    def _object_info(self, bucket: str, bucket_dir: Path, key: str):
+        """(size, mtime, ETag) of one listed object, or None when it went away meanwhile."""
+        try:
+            with open(bucket_dir / key, "rb") as handle:
+                meta = self._meta_for(Located(bucket, key, False), handle)
+                return os.fstat(handle.fileno()).st_size, meta["mtime"], meta["etag"]
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+
     # --- styles (PutStyle / GetStyle / ListStyle / DeleteStyle) ---------------------------------------
 
     def _style_api(self, environ, method: str, bucket: str, query: dict, principal: str | None):
@@ -353,6 +464,20 @@ class BucketApp:
 
 def _query(environ) -> list[tuple[str, str]]:
     return [(key, value) for _, key, value in query_pairs(environ.get("QUERY_STRING", ""))]
+
+
+def _max_keys(params: dict) -> int:
+    raw = params.get("max-keys", "")
+    if raw == "":
+        return 100
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_KEYS:
+        raise OssError("InvalidArgument", f"Argument max-keys must be an integer between 1 and {MAX_KEYS}.")
+    return int(raw)
+
+
+def wsgi_safe_key(relative: str) -> str:
+    """A key from a file name: '/' separators whatever the OS uses."""
+    return relative.replace(os.sep, "/")
 
 
 def _query_names(query) -> str:
