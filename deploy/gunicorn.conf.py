@@ -31,6 +31,6 @@ graceful_timeout = 30
 keepalive = 5
 
 # Recycle workers now and then so heap fragmentation from large images cannot grow without bound
-# (the MALLOC_* environment of deploy/imgmiddleware.service keeps it small in the first place).
+# (the config's malloc_* settings, applied in each worker, keep it small in the first place).
 max_requests = 2000
 max_requests_jitter = 200
