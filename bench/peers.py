@@ -370,6 +370,18 @@ class RssSampler(threading.Thread):
         return self.worker / 1024, self.tree / 1024
 
 
+def idle_rss(procs: dict, bases: dict, items: list[dict]) -> dict[str, float]:
+    """Each server's whole tree (MB) after one small thumbnail, before any load: the part of the
+    peak that is code and libraries rather than images."""
+    first = next(i["name"] for i in items if i["kind"].startswith("jpeg"))
+    sizes = {}
+    for name, proc in procs.items():
+        fetch(bases[name] + url_for(name, first, 200))
+        time.sleep(0.5)
+        sizes[name] = sum(rss_kb(p) for p in tree_pids(proc.proc.pid)) / 1024
+    return sizes
+
+
 def fetch(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=120) as r:
         return r.read()
@@ -515,6 +527,7 @@ def main(argv=None) -> int:
                 procs.pop(name)
                 bases.pop(name)
         http = [s for s in procs if s != "imgmiddleware (cached)"]
+        results["idle_rss"] = idle_rss({s: procs[s] for s in http}, bases, items)
         kinds = [k for k in ("jpeg-baseline", "jpeg-progressive", "png", "webp")
                  if any(i["kind"] == k for i in items)]
         for kind in kinds:
