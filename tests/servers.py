@@ -112,3 +112,17 @@ def start_serve(args: list[str], config: Path | None = None, env: dict | None = 
     clean = {k: v for k, v in (env or os.environ).items() if not k.startswith("IMGMW_")}
     return subprocess.Popen(argv + ["serve", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=clean)
+
+
+def child_pids(parent: int) -> set[int]:
+    """Pids of a process's children (a gunicorn master's workers), from /proc."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent:
+                found.add(int(entry))
+    return found

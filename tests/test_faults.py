@@ -34,7 +34,7 @@ from imgmiddleware.origins.proxy import ProxyApp
 from imgmiddleware.process import parse, run
 
 from .conftest import decode, fixture_bytes, get, oss_error, psnr, size_of
-from .servers import free_port, stop
+from .servers import child_pids, free_port, stop
 
 JPEG = fixture_bytes("example.jpg")          # 400 x 267
 CACHE = "x-imgmw-cache"
@@ -152,17 +152,7 @@ class Gunicorn:
         return self.log().count("Booting worker with pid")
 
     def workers(self) -> set[int]:
-        """Pids of the master's children."""
-        found = set()
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                if int(fields[1]) == self.proc.pid:
-                    found.add(int(entry))
-        return found
+        return child_pids(self.proc.pid)
 
     def answers(self) -> bool:
         try:

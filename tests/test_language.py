@@ -7,7 +7,6 @@ header, exact lower-case name, percent-encoding) go through the middleware.
 
 from __future__ import annotations
 
-import base64
 
 import pytest
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import http.client
 import itertools
-import os
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -34,7 +33,7 @@ from imgmiddleware import Config
 from imgmiddleware.process import parse, run
 
 from .conftest import FIXTURES, psnr
-from .servers import free_port, start_serve, stop, wait_for
+from .servers import child_pids, free_port, start_serve, stop, wait_for
 
 BUCKET = "photos"
 CONNECTIONS = 8
@@ -133,16 +132,7 @@ class Mix:
 
 
 def tree_pids(master: int) -> list[int]:
-    pids = [master]
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == master:
-                pids.append(int(entry))
-    return pids
+    return [master, *sorted(child_pids(master))]
 
 
 def rss_mb(pids: list[int]) -> float:

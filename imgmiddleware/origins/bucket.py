@@ -396,7 +396,7 @@ class BucketApp:
         items += [f"<CommonPrefixes><Prefix>{escape(enc(p))}</Prefix></CommonPrefixes>" for p in prefixes]
         head = (f"<Name>{bucket}</Name><Prefix>{escape(enc(prefix))}</Prefix><Marker>{escape(enc(marker))}"
                 f"</Marker><MaxKeys>{limit}</MaxKeys><Delimiter>{escape(enc(delimiter))}</Delimiter>"
-                + (f"<EncodingType>url</EncodingType>" if encoding else "")
+                + ("<EncodingType>url</EncodingType>" if encoding else "")
                 + f"<IsTruncated>{str(truncated).lower()}</IsTruncated>"
                 + (f"<NextMarker>{escape(enc(last))}</NextMarker>" if truncated else ""))
         return _xml_response(f"<ListBucketResult>{head}{''.join(items)}</ListBucketResult>")
