@@ -214,10 +214,14 @@ def test_miss_then_served_from_cache_with_identical_bytes_and_the_source_unread(
     assert size_of(body) == (100, 67)
     assert first.headers["ETag"] == '"v1"'            # the source's, as on OSS
     assert (store.reads, len(runs)) == (1, 1)
+    # the answer that did the work says how long it took, in milliseconds (the viewer shows it)
+    timing = dict(part.strip().split(";dur=") for part in first.headers["Server-Timing"].split(","))
+    assert set(timing) == {"read", "wait", "transform"} and float(timing["transform"]) > 0
 
     for _ in range(3):
         again = get(client, "a.jpg", W100)
         assert again.headers[CACHE] == "revalidated"
+        assert "Server-Timing" not in again.headers     # nothing was computed for it
         assert ok(again, "image/jpeg") == body
         assert again.headers["ETag"] == '"v1"'
         assert again.headers["Last-Modified"] == LAST_MODIFIED
