@@ -373,7 +373,10 @@ class RssSampler(threading.Thread):
 def idle_rss(procs: dict, bases: dict, items: list[dict]) -> dict[str, float]:
     """Each server's whole tree (MB) after one small thumbnail, before any load: the part of the
     peak that is code and libraries rather than images."""
-    first = next(i["name"] for i in items if i["kind"].startswith("jpeg"))
+    # the smallest baseline JPEG: a big or progressive one would leave image buffers behind in the
+    # heap, counted as "idle" here and carried into the first workload's peak
+    jpegs = [i for i in items if i["kind"] == "jpeg-baseline"] or items
+    first = min(jpegs, key=lambda i: i["w"] * i["h"])["name"]
     sizes = {}
     for name, proc in procs.items():
         fetch(bases[name] + url_for(name, first, 200))
