@@ -228,15 +228,22 @@ class Proc:
         raise RuntimeError(f"{self.name} not ready: {self.log.read_text(errors='replace')[-1500:]}")
 
     def stop(self):
-        if self.proc is None or self.proc.poll() is not None:
+        """The whole process group, not only its leader: thumbor's forked processes outlive a
+        terminated parent, and would sit in memory (and on the CPU) through every later load."""
+        if self.proc is None:
             return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
+        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break                      # the group is gone
+            try:
+                self.proc.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                continue
+            time.sleep(0.5)                # let the rest of the group act on the signal
         self._fh.close()
+        self.proc = None
 
 
 def ours(root: Path, work: Path, cached: bool) -> tuple[Proc, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,3 +40,31 @@ def test_peers_harness_smoke(tmp_path):
     assert any("ssim" in figures for entry in results["workloads"].values()
                for figures in entry["servers"].values())
     assert "Errors\n\nnone" in text, text
+
+
+CHILD_THAT_IGNORES_SIGTERM = """
+import os, signal, sys, time
+if os.fork() == 0:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)   # like a forked server process left behind
+    open(sys.argv[1], "w").write(str(os.getpid()))
+time.sleep(120)
+"""
+
+
+def test_stopping_a_peer_stops_every_process_it_forked(tmp_path):
+    """thumbor's --processes children outlived their parent and sat through every later load:
+    stopping a server must take its whole process group."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import peers
+
+    pid_file = tmp_path / "child.pid"
+    server = peers.Proc("forking", [sys.executable, "-c", CHILD_THAT_IGNORES_SIGTERM, str(pid_file)],
+                        "http://127.0.0.1:1/", tmp_path / "log", tmp_path)
+    server._fh = open(server.log, "wb")
+    server.proc = subprocess.Popen(server.cmd, start_new_session=True)
+    deadline = time.monotonic() + 10
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    server.stop()
+    assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
