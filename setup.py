@@ -16,7 +16,8 @@ setup(
     # The samples seed the example bucket; viewer/static is the style viewer page (issue 10).
     package_data={"imgmiddleware": ["samples/*", "viewer/static/*"]},
     install_requires=[
-        # Pixels: decode, transform, encode. 5.0 for FontFace text and the Animation API.
+        # Pixels: decode, transform, encode. 5.0 for the Animation API (animated GIF/WebP). Text is
+        # not drawn by OpenCV: 5.1 dropped its built-in CJK face (issue 14).
         "opencv-python-headless>=5.0",
         "numpy>=1.26",
         # HTTP helpers (Headers, SharedDataMiddleware, LintMiddleware, http_date, parse_etags).
@@ -27,8 +28,15 @@ setup(
         "diskcache>=5.6",
         # The production server `imgmiddleware serve` runs.
         "gunicorn>=23.0",
-        # Header probing, EXIF and JPEG quantisation tables only; pixels go through OpenCV.
+        # Header probing, EXIF and JPEG quantisation tables; text watermarks through its FreeType
+        # renderer (imaging/text.py, bench/text_bench.py); other pixels go through OpenCV.
         "Pillow>=11.0",
+        # Font files' name tables (which face of a .ttc is which) and cmaps (which characters a face
+        # has), so text is never drawn as empty boxes (imaging/fonts.py).
+        "fonttools>=4.50",
+        # Noto Sans CJK (OFL-1.1, the same file as Debian's fonts-noto-cjk): Chinese text on a machine
+        # with no CJK font packages, so `pip install` alone draws real glyphs (imaging/fonts.py).
+        "noto-cjk-sans-otc>=0.0.1",
         # The reverse-proxy origin (origins/proxy.py): a pooled, timeout-bounded HTTP client that
         # streams bodies both ways (preload_content=False, generator bodies, urllib3.Timeout); 2.0
         # for its HTTPResponse.stream() and NameResolutionError/NewConnectionError split.

@@ -92,6 +92,12 @@ class Config:
     # Served under this path ("/_viewer/"); "" turns it off. A leading "_" cannot begin a bucket name,
     # so it never hides a path-style bucket.
     viewer_path: str = ""
+    # --- fonts of text watermarks (imaging/fonts.py; issue 14) ---
+    # Directories searched for font files before the system font paths (Debian's fonts-wqy-*,
+    # fonts-noto-cjk, fonts-arphic-*, fonts-droid-fallback land there), then the packaged Noto Sans CJK.
+    font_dirs: tuple = ()
+    # OSS font name -> "path" or "path#N" (face N of a .ttc collection), overriding the search.
+    fonts: dict = field(default_factory=dict, hash=False)
     # --- identity in error bodies (spec §7 HostId) ---
     host_id: str = ""                          # empty: the request's Host header
     styles: dict = field(default_factory=dict, hash=False, compare=False)  # name -> "image/..." (issue 6)
@@ -120,6 +126,14 @@ class Config:
             raise ValueError(f"config auto_format: unknown formats {', '.join(sorted(unknown))}")
         if self.viewer_path and (not self.viewer_path.startswith("/") or self.viewer_path.strip("/") == ""):
             raise ValueError('config viewer_path must be "" or a path such as "/_viewer/"')
+        if isinstance(self.font_dirs, str):
+            object.__setattr__(self, "font_dirs", tuple(d for d in self.font_dirs.split(os.pathsep) if d))
+        object.__setattr__(self, "font_dirs", tuple(str(d) for d in self.font_dirs))
+        from .imaging.fonts import FONT_NAMES
+        unknown_fonts = set(self.fonts) - set(FONT_NAMES)
+        if unknown_fonts:
+            raise ValueError(f"config fonts: unknown font names {', '.join(sorted(unknown_fonts))} "
+                             f"(OSS's are {', '.join(FONT_NAMES)})")
         if not 0 <= self.avif_speed <= 10:
             raise ValueError("config avif_speed must be within 0..10")
 
@@ -157,6 +171,8 @@ class Config:
             elif typ == "bool":
                 values[name] = raw.strip().lower() in ("1", "true", "yes", "on")
             elif typ == "str":
+                values[name] = raw
+            elif typ == "tuple":        # a list of paths, separated as in PATH
                 values[name] = raw
         unknown = set(values) - set(types)
         if unknown:

@@ -30,6 +30,7 @@ from .auth import SignedRequest, verify
 from .cache import Entry, LeaderBusy, ResultCache, result_key
 from .config import Config
 from .errors import OssError, new_request_id
+from .imaging.fonts import font_table_for
 from .process import parse, run
 from .process.engine import inspect, load_image
 from .process.parser import parse_post
@@ -73,7 +74,10 @@ class ImageMiddleware:
                                  cfg.transform_wait_seconds, cfg.retry_after_seconds)
         self.cache = ResultCache(self.config.cache_memory_bytes, self.config.cache_dir,
                                  self.config.cache_disk_bytes, self.config.cache_wait_seconds)
-        self.fingerprint = self.config.output_fingerprint()   # the config is frozen
+        # The config is frozen; the font table joins it because which file draws a font name changes
+        # the pixels of text watermarks (a font installed later must not be hidden by the cache).
+        fonts = font_table_for(self.config)
+        self.fingerprint = self.config.output_fingerprint() + ";fonts=" + fonts.fingerprint
         self._parsed = functools.lru_cache(maxsize=1024)(self._parse)
         # The style viewer page (issue 10), only when configured; it is a plain client of this server.
         self.viewer = None

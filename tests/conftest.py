@@ -19,6 +19,17 @@ from imgmiddleware.origins.static import static_app
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
+# The Debian packages of the real faces behind OSS's font names (imgmiddleware/imaging/fonts.py).
+FONT_PACKAGES = ("fonts-wqy-zenhei", "fonts-wqy-microhei", "fonts-droid-fallback", "fonts-noto-cjk",
+                 "fonts-arphic-ukai", "fonts-arphic-uming")
+
+
+def pytest_sessionstart(session) -> None:
+    """Install the font packages before any test module resolves the font table (once a process)."""
+    from .servers import ensure_debian_packages
+
+    ensure_debian_packages(*FONT_PACKAGES)
+
 
 def fixture_bytes(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()

@@ -56,18 +56,29 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=5)
 
 
-def nginx_binary() -> str:
-    """nginx, installed from Debian's packages when the machine has none (CI runs as root)."""
-    found = shutil.which("nginx") or (os.path.exists("/usr/sbin/nginx") and "/usr/sbin/nginx")
-    if found:
-        return found
+def ensure_debian_packages(*packages: str) -> None:
+    """Install Debian packages that are missing (CI runs as root on a fresh machine), with one
+    ``apt-get update`` when the first try fails; fail the test run with apt's words otherwise."""
+    missing = [name for name in packages
+               if subprocess.run(["dpkg-query", "-W", "-f=${Status}", name], capture_output=True,
+                                 text=True).stdout != "install ok installed"]
+    if not missing:
+        return
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "nginx"]
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
     if subprocess.run(install, env=env, capture_output=True).returncode != 0:
         subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
         result = subprocess.run(install, env=env, capture_output=True, text=True)
         if result.returncode != 0:
-            pytest.fail("could not install nginx: " + result.stderr[-2000:])
+            pytest.fail(f"could not install {' '.join(missing)}: " + result.stderr[-2000:])
+
+
+def nginx_binary() -> str:
+    """nginx, installed from Debian's packages when the machine has none."""
+    found = shutil.which("nginx") or (os.path.exists("/usr/sbin/nginx") and "/usr/sbin/nginx")
+    if found:
+        return found
+    ensure_debian_packages("nginx")
     found = shutil.which("nginx") or "/usr/sbin/nginx"
     assert os.path.exists(found), "nginx was installed but is not on the PATH"
     return found

@@ -19,7 +19,17 @@ from werkzeug.middleware.lint import LintMiddleware
 from werkzeug.test import Client
 
 from imgmiddleware import Config, ImageMiddleware
-from imgmiddleware.imaging.text import DEFAULT_FONT, FONTS, text_mask
+from imgmiddleware.imaging.fonts import DEFAULT_FONT, font_table_for
+from imgmiddleware.imaging.text import text_mask
+
+FONT_TABLE = font_table_for(Config())     # OSS font name -> the faces that draw it here
+
+
+def direct_mask(text: str, font: str, size: int):
+    """The text drawn directly by the renderer, as the watermark op draws it for font ``font``."""
+    runs, missing = FONT_TABLE.runs(font, text)
+    assert not missing
+    return text_mask(runs, size)
 from imgmiddleware.origins.static import static_app
 from imgmiddleware.process import parse
 
@@ -403,7 +413,7 @@ FONT_VALUES = {
 def test_each_font_renders_latin_and_chinese(client, font):
     text = "Hello 图片"
     out = text_on_white(client, text, f",type_{FONT_VALUES[font]}")
-    expected = text_mask(text, FONTS[font], 40)
+    expected = direct_mask(text, font, 40)
     assert correlation(ink(out), expected) > 0.98
     assert (ink(out) > 200).sum() > 300
 
@@ -417,24 +427,33 @@ def test_fonts_are_not_all_the_same(client):
     assert heiti.sum() > 1.15 * zenhei.sum()                          # Heiti is the bold one
 
 
-def test_chinese_text_is_real_glyphs_not_tofu(client):
+@pytest.mark.parametrize("font", list(FONT_VALUES))
+def test_chinese_text_is_real_glyphs_not_tofu(client, font):
+    """What OpenCV 5.1 did without its built-in CJK face: '????' or empty boxes. Each font name
+    must draw real, distinct glyphs for two different Chinese strings."""
     white = plain(client, "white.png")
-    font = FONTS[DEFAULT_FONT]
     first, second = "图片服务", "水印文字"
-    out1, out2 = text_on_white(client, first), text_on_white(client, second)
+    out1 = text_on_white(client, first, f",type_{FONT_VALUES[font]}")
+    out2 = text_on_white(client, second, f",type_{FONT_VALUES[font]}")
     ink1, ink2 = ink(out1), ink(out2)
     # The mark is exactly the text rendered directly, at the top left, and nothing else changed.
-    direct = text_mask(first, font, 40)
+    direct = direct_mask(first, font, 40)
     h, w = direct.shape
     assert correlation(ink1[:h, :w], direct) > 0.98
     assert not changed(white, out1)[h:, :].any() and not changed(white, out1)[:, w:].any()
-    # Different characters give different shapes (placeholder boxes would all look alike) ...
-    assert correlation(ink1, ink2) < 0.5
-    # ... and neither looks like what the renderer draws for characters it has no glyph for.
-    missing = text_mask("\ue000\ue001\ue002\ue003", font, 40)
-    assert correlation(ink1, missing) < 0.3 and correlation(ink2, missing) < 0.3
-    # Real CJK glyphs are dense with strokes: far more ink than four replacement marks.
-    assert (ink1 > 128).sum() > 1.3 * (missing > 128).sum()
+    # Compared where the text is (the blank rest of the image would make any two marks look alike):
+    text1, text2 = ink1[:h + 4, :w + 4], ink2[:h + 4, :w + 4]
+    # Different characters give different shapes (placeholder boxes or '?' would all look alike) ...
+    assert correlation(text1, text2) < 0.4
+    # ... neither looks like four question marks in the same face ...
+    face = FONT_TABLE.faces[font]
+    questions = text_mask([(face, "????")], 40)
+    assert correlation(text1, questions) < 0.3 and correlation(text2, questions) < 0.3
+    # ... nor like the face's own empty box (.notdef), drawn for characters it has no glyph for.
+    boxes = text_mask([(face, "\ue000\ue001\ue002\ue003")], 40)
+    assert correlation(text1, boxes) < 0.3 and correlation(text2, boxes) < 0.3
+    # Real CJK glyphs are dense with strokes: far more ink than four question marks.
+    assert (ink1 > 128).sum() > 1.5 * (questions > 128).sum()
 
 
 def test_text_limit_is_64_utf8_bytes(client):
@@ -531,7 +550,7 @@ def test_several_watermarks_in_one_pipeline(client):
     out = render(client, "grey.png", process)
     assert red_pixels(out)[:MH, :MW].all()                            # first mark
     assert (out[H - MH:, W - MW:] == (255, 0, 0)).all()               # second mark (blue)
-    th, tw = text_mask("OSS", FONTS[DEFAULT_FONT], 30).shape
+    th, tw = direct_mask("OSS", DEFAULT_FONT, 30).shape
     tx, ty = (W - tw) // 2, (H - th) // 2
     assert (out[ty:ty + th, tx:tx + tw] == 255).all(axis=2).sum() > 50   # third mark (white text)
     expected = np.zeros((H, W), bool)                                 # and nothing else changed
@@ -561,7 +580,7 @@ def test_order_1_puts_the_text_left_of_the_image(client):
 
 
 def test_align_is_the_vertical_alignment_of_text_and_image(client):
-    block_h = text_mask("AB", FONTS[DEFAULT_FONT], 60).shape[0]     # the text is the taller part
+    block_h = direct_mask("AB", DEFAULT_FONT, 60).shape[0]     # the text is the taller part
     assert block_h > MH
     tops = {align: bbox(combined(client, f",align_{align}")[0])[1] for align in (0, 1, 2)}
     assert tops == {0: 0, 1: (block_h - MH) // 2, 2: block_h - MH}

@@ -13,7 +13,8 @@ import numpy as np
 
 from ..errors import OssError
 from ..imaging.pixels import blend_over, resample, rotate_bound, round_half_up, tile, with_alpha
-from ..imaging.text import DEFAULT_FONT, FONTS, text_mask
+from ..imaging.fonts import DEFAULT_FONT, FONT_NAMES, font_table_for
+from ..imaging.text import text_mask
 from . import crop, orient, resize, shape
 from .base import (PIXEL, ActionSpec, Base64Text, Choice, HexColor, IntRange, Param, RunContext, Step,
                    parse_actions)
@@ -106,10 +107,12 @@ def _check(args: dict, config) -> dict:
         # Same Code as a bare `image/watermark` (a missing value, docs/COMPATIBILITY.md decision 7)
         raise OssError("MissingArgument", "The watermark needs text or image.", "0040-00000278")
     font = args.get("type", DEFAULT_FONT)
-    if font not in FONTS:
+    if font not in FONT_NAMES:
         raise OssError("InvalidArgument", f"The value: {font} of parameter: type is invalid.",
                        "0040-00000251")
     args["type"] = font
+    if "text" in args:
+        text_runs(args, config)      # text no font here can draw is refused before any work
     if "image" in args:
         args["image"] = watermark_source(args["image"], config)
     return args
@@ -117,9 +120,22 @@ def _check(args: dict, config) -> dict:
 
 # --- rendering --------------------------------------------------------------------------------------
 
-def text_patch(args: dict) -> np.ndarray:
+def text_runs(args: dict, config):
+    """The text cut into runs of the faces that draw it for its OSS font name (imaging/fonts.py).
+    Text with characters no font here has is refused, never drawn as empty boxes or '?'
+    (docs/COMPATIBILITY.md)."""
+    runs, missing = font_table_for(config).runs(args["type"], args["text"])
+    if missing:
+        chars = " ".join(f"U+{ord(c):04X}" for c in missing[:8])
+        raise OssError("InvalidArgument",
+                       f"The text has characters no font on this server can draw: {chars}.",
+                       "0040-00000257")
+    return runs
+
+
+def text_patch(args: dict, config) -> np.ndarray:
     """BGRA block of the text in its colour, with its shadow, rotated; alpha is glyph coverage."""
-    mask = text_mask(args["text"], FONTS[args["type"]], args["size"])
+    mask = text_mask(text_runs(args, config), args["size"])
     shadow = args["shadow"]
     offset = max(1, round(args["size"] / 20)) if shadow else 0
     height, width = mask.shape[0] + offset, mask.shape[1] + offset
@@ -193,7 +209,7 @@ def apply(img: np.ndarray, args: dict, ctx: RunContext) -> np.ndarray:
     if "image" in args:
         parts.append(image_patch(args["image"], ctx, (base_w, base_h)))
     if "text" in args:
-        parts.append(text_patch(args))
+        parts.append(text_patch(args, ctx.config))
     if len(parts) == 2:
         image_part, text_part = parts
         first, second = (text_part, image_part) if args["order"] == 1 else (image_part, text_part)
