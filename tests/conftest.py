@@ -21,7 +21,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 # The Debian packages of the real faces behind OSS's font names (imgmiddleware/imaging/fonts.py).
 FONT_PACKAGES = ("fonts-wqy-zenhei", "fonts-wqy-microhei", "fonts-droid-fallback", "fonts-noto-cjk",
-                 "fonts-arphic-ukai", "fonts-arphic-uming")
+                 "fonts-arphic-ukai", "fonts-arphic-uming",
+                 "fonts-dejavu-core")   # a Latin-only face, for the tests of a face without Chinese
 
 
 def pytest_sessionstart(session) -> None:

@@ -8,10 +8,11 @@ Every list ends with Noto Sans CJK SC, which the ``noto-cjk-sans-otc`` package i
 imgmiddleware (the same file, byte for byte, as Debian's fonts-noto-cjk), so a pip-only machine still
 draws Chinese. ``fonts`` in the config overrides a name with a file of the operator's choice.
 
-Resolution reads only file names and name tables; which characters a face covers (its cmap) is read
-on first use and kept as a sorted array of code points (about 180 KB a face), so a text that a face
-cannot draw is never drawn as empty boxes: another face that covers it is used, or the request is
-refused (ops/watermark.py).
+Resolution reads only file names and name tables (about 0.1 s). Which characters a face covers (its
+cmap, 0.05-0.1 s to read) is read on first use and kept as a sorted array of code points (about
+180 KB a face), so text a face cannot draw is never drawn as empty boxes: another face that covers it
+is used, or the request is refused (ops/watermark.py). At startup only the operator's own faces are
+checked for Chinese glyphs; the candidates below are CJK faces by name.
 """
 
 from __future__ import annotations
@@ -178,6 +179,7 @@ class FontTable:
     faces: dict[str, Face | None]
     fallback: Face | None = None                                # Noto Sans CJK SC, when found
     substitutes: dict[str, str] = field(default_factory=dict)   # name -> the closer face to install
+    overridden: set = field(default_factory=set)               # names the config's ``fonts`` set
     _coverage: dict[Face, Coverage] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -252,6 +254,8 @@ class FontTable:
             if name in self.substitutes:
                 line += f"; a closer face: {self.substitutes[name]}"
             lines.append((logging.INFO, line))
+            if name not in self.overridden:   # our candidates are CJK faces; an operator's may not be
+                continue
             missing = self.coverage(face).missing(CJK_PROBE)
             if missing:
                 lines.append((logging.ERROR,
@@ -300,6 +304,7 @@ def resolve(font_dirs: tuple[str, ...] = (), overrides: dict | None = None,
             if not 0 <= index < len(faces):
                 raise ValueError(f"config fonts.{name}: {path} has {len(faces)} faces, no #{index}")
             table.faces[name] = faces[index]
+            table.overridden.add(name)
             continue
         face = None
         for candidate in CANDIDATES[name]:

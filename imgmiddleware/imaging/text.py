@@ -1,10 +1,13 @@
 """Text as an anti-aliased 8-bit coverage mask, drawn by FreeType (through Pillow) from a font file.
 
-Pillow's FreeType renderer was chosen over OpenCV 5's ``FontFace`` on the same files by
-bench/text_bench.py: it selects a face inside a .ttc collection (OpenCV always takes face 0, which is
-Japanese in Noto Sans CJK), it is 10-20x faster on the CJK collections (1-2 ms against 26-30 ms a
-string), and its masks are closer to an 8x-supersampled reference at every size measured. Layout is
-Pillow's BASIC engine, so the pixels do not depend on whether libraqm happens to be on the machine.
+Chosen over OpenCV 5's ``FontFace`` on the same files by bench/text_bench.py (docs/BENCHMARKS.md):
+OpenCV draws a cached face faster (0.03-1 ms a string against 0.2-2.5 ms) and, unhinted, closer to
+the raw outlines, but it takes a path only and always opens face 0 of a .ttc collection, which in
+Noto CJK is the Japanese face: three of OSS's seven names, and every name on a pip-only machine, would
+draw Japanese glyph forms. FreeType selects the face, is the reference rasteriser for TrueType and CFF
+outlines with hinting for small sizes, and its cost is far below an image's decode and encode. And
+text no longer hangs on OpenCV's font API, which changed under us in 5.1. Layout is Pillow's BASIC
+engine, so the pixels do not depend on whether libraqm happens to be on the machine.
 """
 
 from __future__ import annotations
