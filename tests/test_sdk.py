@@ -9,9 +9,10 @@ with the credentials ``test-ak`` / ``test-sk`` and the style ``oss-pic-style-w-1
 "image/resize,w_100"``. Every result is checked with Pillow against what OSS documents for the
 process string, on tests/fixtures/example.jpg (400x267 JPEG).
 
-ali-oss is installed by the tests themselves (``npm install ali-oss@6`` into tests/node/.cache, once;
-later sessions reuse it). Without node or npm, or when the install fails, the Node tests fail: they
-are never skipped.
+ali-oss is installed by the tests themselves: ``npm ci`` of tests/node/package-lock.json (the exact
+versions the suite last passed with; tools/refresh_lock.py moves them) into tests/node/.cache, redone
+when the lock changes. Without node or npm, or when the install fails, the Node tests fail: they are
+never skipped.
 
 How the SDKs are pointed at us:
 
@@ -70,8 +71,8 @@ from .conftest import FIXTURES
 AK, SK = "test-ak", "test-sk"
 BUCKET, TARGET = "examplebucket", "targetbucket"
 EXAMPLE = FIXTURES / "example.jpg"            # 400 x 267 JPEG
-NODE_DIR = Path(__file__).parent / "node" / ".cache"   # gitignored
-ALI_OSS = "ali-oss@6"
+NODE_LOCK_DIR = Path(__file__).parent / "node"          # package.json + package-lock.json, committed
+NODE_DIR = NODE_LOCK_DIR / ".cache"                      # where npm ci installs them (gitignored)
 
 WATERMARK = "image/watermark,text_SGVsbG8g5Zu-54mH5pyN5YqhIQ"   # "Hello 图片服务!", black, bottom right
 
@@ -417,25 +418,28 @@ def test_python_v4_signatures(server, tmp_path):
 
 @pytest.fixture(scope="session")
 def ali_oss() -> Path:
-    """The ali-oss package directory: installed with npm into tests/node/.cache once, then reused."""
+    """The ali-oss package directory: ``npm ci`` of the committed tests/node/package-lock.json into
+    tests/node/.cache, redone only when the lock changed, so every run tests the same versions."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if not node or not npm:
         pytest.fail(f"the Node.js acceptance tests need node and npm on PATH (node={node}, npm={npm})")
     package = NODE_DIR / "node_modules" / "ali-oss"
-    wanted_major = ALI_OSS.rsplit("@", 1)[1]
-    try:
-        installed = json.loads((package / "package.json").read_text())["version"]
-    except (OSError, ValueError, KeyError):
-        installed = None
-    if installed is None or installed.split(".")[0] != wanted_major:
+    lock = (NODE_LOCK_DIR / "package-lock.json").read_bytes()
+    installed_lock = NODE_DIR / "package-lock.json"
+    if not (package / "package.json").is_file() or not installed_lock.is_file() or \
+            installed_lock.read_bytes() != lock:
         NODE_DIR.mkdir(parents=True, exist_ok=True)
+        for name in ("package.json", "package-lock.json"):
+            shutil.copyfile(NODE_LOCK_DIR / name, NODE_DIR / name)
         try:
-            done = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(NODE_DIR), ALI_OSS],
+            done = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--prefix", str(NODE_DIR)],
                                   capture_output=True, text=True, timeout=600)
         except subprocess.TimeoutExpired as err:
-            pytest.fail(f"npm install {ALI_OSS} timed out:\n{err.stdout}\n{err.stderr}")
+            pytest.fail(f"npm ci of tests/node timed out:\n{err.stdout}\n{err.stderr}")
         if done.returncode != 0 or not (package / "package.json").is_file():
-            pytest.fail(f"npm install {ALI_OSS} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+            pytest.fail(f"npm ci of tests/node failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    locked = json.loads(lock)["packages"]["node_modules/ali-oss"]["version"]
+    assert json.loads((package / "package.json").read_text())["version"] == locked
     return package
 
 
