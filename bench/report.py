@@ -79,6 +79,15 @@ def targets(res) -> list[tuple[str, str, float, bool | None, str]]:
 
 
 # What the malloc table above decided (Config's malloc_* defaults); keep it true to the figures.
+TEXT_CHOICE = (
+    "`bench/text_bench.py`: each font file that serves an OSS font name here, drawn by both "
+    "renderers at three sizes; glyph PSNR is each glyph against the same renderer at 8x, reduced and "
+    "centred, so it measures shapes, not pen positions. Shipped: Pillow's FreeType "
+    "(imgmiddleware/imaging/text.py). OpenCV draws a cached face faster and, unhinted, closer to the "
+    "raw outlines, but it cannot pick a face inside a .ttc: it draws face 0, which in Noto CJK is "
+    "the Japanese face, so three names (and all seven on a pip-only machine) would draw Japanese "
+    "glyph forms. FreeType picks the face and hints small sizes, and its 0.2-2.5 ms a string is small "
+    "beside an image's decode and encode.")
 MALLOC_CHOICE = (
     "Shipped (Config defaults, conf/imgmiddleware.toml): mmap threshold 32 MB, trim threshold 256 MB, "
     "2 arenas. What the figures say: a low threshold is what hurts (4 MB, as memory-saving advice "
@@ -197,6 +206,9 @@ def write_report(res, md: Path, chart: Path, venv_py: Path | None, json_path: Pa
                   "slots) running uncached fit-200 thumbnails of one kind of source at a time, per "
                   "setting (applied with mallopt, as the server does). " + MALLOC_CHOICE, "",
                   extras["malloc"].strip(), ""]
+    if "text" in extras:
+        lines += ["## Text renderers: Pillow's FreeType against OpenCV's FontFace", "", TEXT_CHOICE, "",
+                  extras["text"].strip(), ""]
     lines += ["## Corpus", "",
               "Photographs from Debian's wallpaper packages, every file looked at by eye: artwork, "
               "renders and logos are left out (`ARTWORK` in bench/peers.py). PNG and WebP sources are "

@@ -27,7 +27,7 @@ import pytest
 
 from imgmiddleware import Config, cli
 
-from .conftest import size_of
+from .conftest import FONT_PACKAGES, size_of
 from .servers import free_port, nginx_binary, start_nginx, start_serve, stop, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -323,6 +323,11 @@ def test_systemd_unit(monkeypatch, tmp_path):
     service = sections["Service"]
     assert one(sections["Unit"], "Description")
     assert one(sections["Install"], "WantedBy") == "multi-user.target"
+    # Its install notes bring the font packages of OSS's font names and the lock's releases.
+    notes = " ".join(line.lstrip("#").strip().rstrip("\\") for line in text.splitlines()
+                     if line.startswith("#"))
+    assert set(FONT_PACKAGES) - {"fonts-dejavu-core"} <= set(notes.split())
+    assert "pip install -c constraints.txt ." in notes
 
     # What it runs: the real CLI accepts the command line, and documents each option.
     argv = shlex.split(one(service, "ExecStart"))
@@ -394,8 +399,11 @@ def test_containerfile(monkeypatch):
                 if target.endswith("/"):
                     copied[target + Path(source).name] = source
     runs = " && ".join(rest for word, rest in instructions if word == "RUN")
-    assert re.search(r"pip install \.(\s|$)", runs)
-    assert (REPO / "setup.py").is_file()
+    # The package at the lock's releases, and the font packages the tests install too.
+    assert re.search(r"pip install -c constraints\.txt \.(\s|$)", runs)
+    assert (REPO / "setup.py").is_file() and (REPO / "constraints.txt").is_file()
+    fonts = {word for word in runs.split() if word.startswith("fonts-")}
+    assert fonts == set(FONT_PACKAGES) - {"fonts-dejavu-core"}
 
     # Not root at run time; the port and volumes match the command.
     (user,) = [rest for word, rest in instructions if word == "USER"]
