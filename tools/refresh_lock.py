@@ -17,6 +17,10 @@ turn main red by itself. This script is the one way those files move:
 
 ``--keep`` leaves the environment in .venv-lock/ for a look afterwards; ``-- ARGS`` passes ARGS to
 pytest (``-- -x tests/test_fonts.py`` for a quick look; the lock is written only after a full run).
+
+``--lowest`` checks the other end instead: every direct requirement of setup.py (the test extra's
+too) at its lower bound, the rest resolved by pip, and the whole suite run with them. It writes
+nothing; a failure means a lower bound in setup.py is no longer honest and must rise.
 """
 
 from __future__ import annotations
@@ -57,11 +61,53 @@ def newest_ali_oss(scratch: Path) -> None:
         sys.exit("npm could not resolve ali-oss")
 
 
+def lowest_pins() -> list[str]:
+    """``name==bound`` for each direct requirement of the installed project with a ``>=`` bound."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    pins = []
+    for text in requires("imgmiddleware") or []:
+        req = Requirement(text)
+        if req.marker is not None and not req.marker.evaluate({"extra": "test"}):
+            continue
+        bounds = [spec.version for spec in req.specifier if spec.operator == ">="]
+        if bounds:
+            pins.append(f"{req.name}=={bounds[0]}")
+    return sorted(set(pins), key=str.lower)
+
+
+def check_lowest(args) -> int:
+    """Install the lower bounds in .venv-lock/ and run the suite; write nothing."""
+    env_dir = ROOT / ".venv-lock"
+    if env_dir.exists():
+        shutil.rmtree(env_dir)
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    python = env_dir / "bin" / "python"
+    pins = lowest_pins()
+    print("lower bounds: " + ", ".join(pins), flush=True)
+    if run([python, "-m", "pip", "install", "-q", "-e", ".[test]", *pins], cwd=ROOT).returncode != 0:
+        print("the lower bounds cannot be installed together", file=sys.stderr)
+        return 1
+    env = dict(os.environ, PATH=f"{env_dir / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+               VIRTUAL_ENV=str(env_dir))
+    tests = run([python, "-m", "pytest", "-q", *args.pytest_args], cwd=ROOT, env=env)
+    if not args.keep:
+        shutil.rmtree(env_dir)
+    print("the suite " + ("passed" if tests.returncode == 0 else "FAILED") + " at the lower bounds")
+    return tests.returncode
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="keep the environment in .venv-lock/")
+    parser.add_argument("--lowest", action="store_true",
+                        help="run the suite at setup.py's lower bounds instead; writes nothing")
     parser.add_argument("pytest_args", nargs="*", help="after --: arguments for pytest")
     args = parser.parse_args()
+    if args.lowest:
+        return check_lowest(args)
 
     env_dir = ROOT / ".venv-lock"
     if env_dir.exists():
