@@ -6,14 +6,23 @@ The browser side is tests/test_viewer_browser.py.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import io
 import json
 import re
 import subprocess
 import sys
+from email.utils import formatdate
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import urljoin, urlsplit
 
 import pytest
+from PIL import Image
+from werkzeug.exceptions import NotFound
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.middleware.lint import LintMiddleware
 from werkzeug.test import Client
 
@@ -34,11 +43,17 @@ VIEWER = "/_viewer/"
 PAGE_FILES = ("index.html", "viewer.js", "viewer.css")
 
 
-def client(tmp_path, **config) -> Client:
+def client(tmp_path, mount: str = "", **config) -> Client:
+    """The embedded default app on a bucket with example.jpg; under ``mount`` ("/media") the way
+    werkzeug's DispatcherMiddleware mounts it (SCRIPT_NAME), with every other path another app's 404,
+    so a URL that loses the prefix fails."""
     bucket = tmp_path / "data" / "examplebucket"
     bucket.mkdir(parents=True)
     (bucket / "example.jpg").write_bytes((FIXTURES / "example.jpg").read_bytes())
-    return Client(LintMiddleware(build_app(str(tmp_path / "data"), Config(**config))))
+    app = build_app(str(tmp_path / "data"), Config(**config))
+    if mount:
+        app = DispatcherMiddleware(NotFound(), {mount: app})
+    return Client(LintMiddleware(app))
 
 
 def fetch(c: Client, path: str, **kwargs):
@@ -82,9 +97,14 @@ def test_files_have_etags_and_answer_conditional_requests(viewer):
     head.close()
 
 
+# werkzeug's lint still wants an absolute Location; RFC 9110 (10.2.2) allows a relative one, which
+# the viewer's redirect is so that it keeps any mount prefix.
+@pytest.mark.filterwarnings("ignore:Absolute URLs required for location header")
 def test_other_paths_and_methods(viewer):
     redirect = fetch(viewer, VIEWER.rstrip("/"), query_string="bucket=examplebucket")
-    assert redirect.status_code == 308 and redirect.headers["Location"].endswith(VIEWER + "?bucket=examplebucket")
+    assert redirect.status_code == 308
+    assert urljoin("http://localhost" + VIEWER.rstrip("/"), redirect.headers["Location"]) == \
+        "http://localhost" + VIEWER + "?bucket=examplebucket"
     assert fetch(viewer, VIEWER + "missing.js").status_code == 404
     post = viewer.post(VIEWER, data=b"x")
     assert post.status_code == 405 and post.headers["Allow"] == "GET, HEAD"
@@ -211,8 +231,95 @@ def test_serve_prints_the_viewer_url(tmp_path, capsys):
 
     listener = SimpleNamespace(sock=SimpleNamespace(getsockname=lambda: ("127.0.0.1", 8080)))
     server = SimpleNamespace(LISTENERS=[listener])
+    (tmp_path / "examplebucket").mkdir()              # the page opens on the root's bucket
+    (tmp_path / "examplebucket" / "example.jpg").write_bytes((FIXTURES / "example.jpg").read_bytes())
     print_urls(server, str(tmp_path), viewer_path=Config.load(REPO / "conf" / "imgmiddleware.toml",
                                                               environ={}).viewer_path)
     assert "http://127.0.0.1:8080/_viewer/?bucket=examplebucket" in capsys.readouterr().out
     print_urls(server, str(tmp_path))
     assert "style viewer" not in capsys.readouterr().out
+
+
+# --- mounted under a prefix (SCRIPT_NAME) ---------------------------------------------------------
+
+MOUNT = "/media"
+
+
+def page_root(c: Client, page_path: str) -> str:
+    """The mount root the page computes: its imgmw-root meta resolved against the page's URL."""
+    page = _Tags()
+    page.feed(fetch(c, page_path).get_data(as_text=True))
+    (content,) = [attrs["content"] for tag, attrs in page.tags
+                  if tag == "meta" and attrs.get("name") == "imgmw-root"]
+    return urlsplit(urljoin("http://localhost" + page_path, content)).path
+
+
+def browser_signed(method: str, resource: str, content_type: str = "", secret: str = "sk") -> dict:
+    """The headers viewer.js sends with a typed key: OSS V1 with the date in x-oss-date."""
+    date = formatdate(usegmt=True)
+    to_sign = "\n".join((method, "", content_type, date, f"x-oss-date:{date}\n" + resource))
+    signature = base64.b64encode(hmac.new(secret.encode(), to_sign.encode(), hashlib.sha1).digest()).decode()
+    headers = {"x-oss-date": date, "Authorization": "OSS ak:" + signature}
+    return headers | ({"Content-Type": content_type} if content_type else {})
+
+
+@pytest.mark.filterwarnings("ignore:Absolute URLs required for location header")
+@pytest.mark.parametrize("viewer_path", [VIEWER, "/tools/viewer/"])
+def test_the_page_finds_its_files_and_the_mount_root_under_a_prefix(tmp_path, viewer_path):
+    c = client(tmp_path, mount=MOUNT, viewer_path=viewer_path)
+    page_path = MOUNT + viewer_path
+    assert page_root(c, page_path) == MOUNT + "/"
+    assert page_root(c, page_path + "index.html") == MOUNT + "/"
+    page = _Tags()
+    page.feed(fetch(c, page_path).get_data(as_text=True))
+    linked = [attrs.get("src") or attrs.get("href") for tag, attrs in page.tags if tag in ("script", "link")]
+    for name in linked + ["actions.json"]:              # actions.json: fetched by viewer.js, relative
+        url = urljoin(page_path, name)
+        assert url.startswith(page_path) and fetch(c, url).status_code == 200, url
+    redirect = fetch(c, page_path.rstrip("/"), query_string="bucket=examplebucket")
+    assert urljoin("http://localhost" + page_path.rstrip("/"), redirect.headers["Location"]) == \
+        "http://localhost" + page_path + "?bucket=examplebucket"
+    assert fetch(c, viewer_path).status_code == 404       # outside the mount: the page is not there
+
+
+def test_every_request_the_page_makes_answers_under_the_prefix(tmp_path):
+    """What viewer.js asks, at the URLs it builds from the mount root, signed over "/bucket/key" as the
+    server reads them from PATH_INFO (the prefix is SCRIPT_NAME, in no signature)."""
+    c = client(tmp_path, mount=MOUNT, viewer_path=VIEWER, credentials={"ak": "sk"})
+    root = page_root(c, MOUNT + VIEWER)
+    obj = root + "examplebucket/example.jpg"
+
+    buckets = fetch(c, root, headers=browser_signed("GET", "/"))                       # ListBuckets
+    assert buckets.status_code == 200 and b"<Name>examplebucket</Name>" in buckets.get_data()
+    listing = fetch(c, root + "examplebucket/", query_string="max-keys=1000")         # ListObjects
+    assert listing.status_code == 200 and b"<Key>example.jpg</Key>" in listing.get_data()
+    original = fetch(c, obj)                                                           # the original
+    assert original.status_code == 200 and original.headers["Content-Type"] == "image/jpeg"
+
+    resized = "/examplebucket/example.jpg?x-oss-process=image/resize,w_100"         # as signed
+    result = fetch(c, obj, query_string="x-oss-process=image/resize,w_100")           # the check + result
+    assert result.status_code == 200 and result.headers["Content-Type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(result.get_data())).size == (100, 67)
+    signed = fetch(c, obj, query_string="x-oss-process=image/resize,w_100",
+                   headers=browser_signed("GET", resized))
+    assert signed.status_code == 200
+    invalid = fetch(c, obj, query_string="x-oss-process=image/resize,w_99999")
+    assert invalid.status_code == 400 and b"<Code>InvalidArgument</Code>" in invalid.get_data()
+
+    body = b"<Style><Content>image/resize,w_64</Content></Style>"                     # save a style
+    saved = c.put(root + "examplebucket/", query_string="style&styleName=small", data=body,
+                  headers=browser_signed("PUT", "/examplebucket/?style&styleName=small", "application/xml"))
+    saved.close()
+    assert saved.status_code == 200
+    styles = fetch(c, root + "examplebucket/", query_string="style",
+                   headers=browser_signed("GET", "/examplebucket/?style"))
+    assert styles.status_code == 200 and b"<Name>small</Name>" in styles.get_data()
+    styled = fetch(c, obj, query_string="x-oss-process=style/small")
+    assert Image.open(io.BytesIO(styled.get_data())).size == (64, 43)
+
+    # the prefix in the signed resource is what the server does not check: refused
+    wrong = fetch(c, obj, query_string="x-oss-process=image/resize,w_100",
+                  headers=browser_signed("GET", MOUNT + resized))
+    assert wrong.status_code == 403 and b"<Code>SignatureDoesNotMatch</Code>" in wrong.get_data()
+    # and without the prefix nothing of it is reached
+    assert fetch(c, "/examplebucket/example.jpg").status_code == 404

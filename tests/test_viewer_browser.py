@@ -3,8 +3,9 @@ same version, installed here when missing) driven by Selenium against ``imgmiddl
 
 What a user does: open the page, pick an object, type process strings and see the result or the
 server's error, build a step with the form, save a style with the demo key of conf/imgmiddleware.toml
-and use it from a plain HTTP client. Each wait is bounded (WAIT seconds); the module takes about
-15 s once the packages are installed.
+and use it from a plain HTTP client; all of it again with the server mounted under a prefix
+(gunicorn's SCRIPT_NAME), where the SDK snippets must reach it too. Each wait is bounded (WAIT
+seconds); the module takes about 25 s once the packages are installed.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from imgmiddleware import Config
 
 from .conftest import FIXTURES
 from .servers import free_port, start_serve, stop, wait_for
+from .test_sdk import ali_oss  # noqa: F401  (the fixture: ali-oss from tests/node's lock)
 
 CONF = Path(__file__).resolve().parent.parent / "conf" / "imgmiddleware.toml"
 BUCKET = "examplebucket"
@@ -63,9 +65,10 @@ def demo_key() -> tuple[str, str]:
     return key, secret
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, demo_key):
-    tmp = tmp_path_factory.mktemp("viewer")
+def serving(tmp: Path, demo_key: tuple[str, str], mount: str = ""):
+    """`imgmiddleware serve` on a bucket with example.jpg, the viewer on and the demo key; with
+    ``mount`` ("/media") gunicorn's SCRIPT_NAME, so it answers under the prefix only (a request
+    outside it is an error). Yields the base URL, the prefix included."""
     root = tmp / "data"
     (root / BUCKET).mkdir(parents=True)
     shutil.copy(FIXTURES / "example.jpg", root / BUCKET / "example.jpg")        # 400 x 267
@@ -73,13 +76,24 @@ def server(tmp_path_factory, demo_key):
     config.write_text(f'viewer_path = "/_viewer/"\ncache_dir = {json.dumps(str(tmp / "cache"))}\n'
                       f'[credentials]\n"{demo_key[0]}" = "{demo_key[1]}"\n')
     port = free_port()
-    proc = start_serve(["--root", str(root), "--bind", f"127.0.0.1:{port}", "--workers", "2"], config)
-    base = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, SCRIPT_NAME=mount) if mount else None
+    proc = start_serve(["--root", str(root), "--bind", f"127.0.0.1:{port}", "--workers", "2"], config, env)
+    base = f"http://127.0.0.1:{port}{mount}"
     try:
         wait_for(base + "/_viewer/", proc)
         yield base
     finally:
         stop(proc)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, demo_key):
+    yield from serving(tmp_path_factory.mktemp("viewer"), demo_key)
+
+
+@pytest.fixture(scope="module")
+def mounted_server(tmp_path_factory, demo_key):
+    yield from serving(tmp_path_factory.mktemp("mounted"), demo_key, mount="/media")
 
 
 @pytest.fixture(scope="module")
@@ -270,3 +284,57 @@ def test_the_oss2_snippet_runs(browser, server, demo_key):
     exec(snippet.replace("<yourAccessKeySecret>", demo_key[1]), scope)     # the user's paste
     assert size_of(scope["data"]) == (64, 43)
     assert "client.get('example.jpg', {process: 'image/resize,w_64'})" in text(browser, "snippet-alioss")
+
+
+def test_mounted_under_a_prefix(browser, mounted_server, demo_key):
+    """gunicorn with SCRIPT_NAME=/media, which refuses any request outside /media: every URL the
+    page builds (ListObjects, the original, the result, saving a style signed in the browser, the
+    snippets) carries the prefix, and the signatures name /bucket/key as the server checks them."""
+    open_viewer(browser, mounted_server, bucket=BUCKET)
+    assert browser.find_element(By.ID, "key").get_attribute("value") == "example.jpg"   # ListObjects
+    wait_text(browser, "original-dims", "400 × 267")
+
+    type_process(browser, "image/resize,w_100")
+    wait_text(browser, "result-dims", "100 × 67")
+    result = browser.find_element(By.ID, "result-image")
+    assert browser.execute_script("return arguments[0].naturalWidth", result) == 100
+    assert browser.find_element(By.ID, "verdict-ok").is_displayed()
+
+    url = text(browser, "snippet-url")
+    assert url.startswith(mounted_server + f"/{BUCKET}/example.jpg?")
+    status, content_type, body = http_get(url)
+    assert (status, content_type, size_of(body)) == (200, "image/jpeg", (100, 67))
+    assert text(browser, "snippet-curl").startswith("curl -o result.jpg '" + mounted_server + "/")
+
+    browser.find_element(By.ID, "style-name").send_keys("mounted-thumb")
+    type_credentials(browser, *demo_key)
+    browser.find_element(By.ID, "save-style").click()
+    WebDriverWait(browser, WAIT).until(lambda d: text(d, "style-status").startswith(("Saved", "Not saved")))
+    assert text(browser, "style-status") == "Saved style mounted-thumb = image/resize,w_100"
+    status, _, body = http_get(f"{mounted_server}/{BUCKET}/example.jpg?x-oss-process=style/mounted-thumb")
+    assert (status, size_of(body)) == (200, (100, 67))
+
+    # the oss2 snippet, pasted with the secret, reaches the prefix too (a signed GET with the process)
+    scope: dict = {}
+    exec(text(browser, "snippet-oss2").replace("<yourAccessKeySecret>", demo_key[1]), scope)
+    assert size_of(scope["data"]) == (100, 67)
+
+
+def test_the_ali_oss_snippet_reaches_the_prefix(browser, mounted_server, demo_key, ali_oss, tmp_path):
+    """ali-oss keeps only the endpoint's host; the snippet's urllib hook puts /media back."""
+    open_viewer(browser, mounted_server, bucket=BUCKET, key="example.jpg", process="image/resize,w_64")
+    wait_text(browser, "result-dims", "64 × 43")
+    type_credentials(browser, *demo_key)
+    snippet = text(browser, "snippet-alioss").replace("<yourAccessKeySecret>", demo_key[1])
+    assert "urllib: mounted" in snippet
+    out = tmp_path / "result.jpg"
+    script = tmp_path / "snippet.js"
+    save = "require('fs').writeFileSync(process.argv[2], result.content);"
+    script.write_text("(async () => {\n" + snippet + "\n" + save + "\n"
+                      "})().catch((e) => { console.error(e); process.exit(1); });\n")
+    # require('ali-oss') and require('urllib') as from a project that installed ali-oss
+    env = dict(os.environ, NODE_PATH=str(ali_oss.parent))
+    done = subprocess.run([shutil.which("node") or "node", str(script), str(out)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=WAIT * 3)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert size_of(out.read_bytes()) == (64, 43)

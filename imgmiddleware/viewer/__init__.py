@@ -7,6 +7,13 @@ step, nothing fetched from elsewhere. It talks to the server only through the pu
 the key the user types, so it has no powers a client lacks. The one document the viewer adds,
 ``<viewer_path>actions.json``, is the parser's own action tables (``ops.ACTIONS``) as JSON, so the
 page's form builder cannot drift from the parser.
+
+Every URL the page builds is relative to the page itself, so it works wherever the app is mounted
+(a WSGI ``SCRIPT_NAME`` such as werkzeug's DispatcherMiddleware or gunicorn's, or a proxy that strips
+a prefix and says nothing): index.html carries the way up from the page to the mount root
+(``<meta name="imgmw-root" content="../">``, one ``../`` per segment of ``viewer_path``), and the page
+puts objects under that root. Signatures still name ``/bucket/key``, as the server checks them: the
+bucket app and the middleware take bucket and key from ``PATH_INFO``, which never holds the prefix.
 """
 
 from __future__ import annotations
@@ -16,7 +23,6 @@ import json
 from importlib import resources
 
 from werkzeug.wrappers import Response
-from werkzeug.wsgi import get_current_url
 
 from ..ops import ACTIONS
 from ..ops.base import Base64Text, Choice, HexColor, IntRange, Param
@@ -81,6 +87,7 @@ class Viewer:
     def __init__(self, path: str) -> None:
         self.path = "/" + path.strip("/") + "/"
         files = static_files()
+        files["index.html"] = _with_root(files["index.html"], self.path)
         files["actions.json"] = json.dumps(actions_document(), indent=1).encode("utf-8")
         self.files = {name: (data, '"' + hashlib.sha256(data).hexdigest()[:32] + '"')
                       for name, data in files.items()}
@@ -112,5 +119,19 @@ class Viewer:
         return response(environ, start_response)
 
     def _location(self, environ) -> str:
+        """Relative ("_viewer/?..."): the browser resolves it against the URL it asked for, which
+        holds any mount prefix, even one a proxy strips without setting SCRIPT_NAME."""
         query = environ.get("QUERY_STRING", "")
-        return get_current_url(environ, root_only=True).rstrip("/") + self.path + ("?" + query if query else "")
+        return self.path.rstrip("/").rpartition("/")[2] + "/" + ("?" + query if query else "")
+
+
+ROOT_MARKER = b'<meta name="imgmw-root" content="../">'
+
+
+def _with_root(page: bytes, path: str) -> bytes:
+    """index.html with the relative way from ``path`` up to the mount root (the file ships with
+    the one for a single-segment path such as "/_viewer/")."""
+    if ROOT_MARKER not in page:
+        raise RuntimeError("viewer/static/index.html lost its imgmw-root meta element")
+    depth = path.strip("/").count("/") + 1
+    return page.replace(ROOT_MARKER, ROOT_MARKER.replace(b'"../"', b'"' + b"../" * depth + b'"'))

@@ -8,11 +8,19 @@ const state = { actions: [], byName: {}, selectedStep: -1, runId: 0, controller:
 
 // --- requests ------------------------------------------------------------------------------------
 
-/** Path-style path of an object ("" key: the bucket root; "" bucket: an app without buckets, such
- * as `serve --static`), each key segment percent-encoded. */
+/** Where the app is mounted, as this browser reaches it: "/", or "/media/" under a prefix (a WSGI
+ * SCRIPT_NAME, or a proxy that strips one). The server writes in index.html the relative way up from
+ * this page (one ../ per segment of its viewer_path); nothing here assumes the origin root. */
+const MOUNT = (() => {
+  const meta = document.querySelector('meta[name="imgmw-root"]');
+  return new URL(meta ? meta.content : "/", location.href).pathname;
+})();
+
+/** Path-style URL path of an object under MOUNT ("" key: the bucket root; "" bucket: an app without
+ * buckets, such as `serve --static`), each key segment percent-encoded. */
 function objectPath(bucket, key) {
   const path = key.split("/").map(encodeURIComponent).join("/");
-  return bucket ? "/" + bucket + "/" + path : "/" + path;
+  return MOUNT + (bucket ? bucket + "/" + path : path);
 }
 
 /** A query string that keeps "/" and "," readable, as the OSS guides write process strings. */
@@ -59,6 +67,8 @@ async function ossFetch(method, bucket, key, query, options = {}) {
     headers["x-oss-date"] = date;
     const signed = query.filter(([k]) => SIGNED_QUERY.has(k) || k.startsWith("x-oss-"))
       .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0));
+    // "/bucket/key", never the mount prefix: the server takes bucket and key from PATH_INFO, which
+    // SCRIPT_NAME is not part of, and so do the SDKs, which sign the same way.
     let resource = bucket ? "/" + bucket + "/" + key : "/";
     if (signed.length) resource += "?" + signed.map(([k, v]) => (v ? k + "=" + v : k)).join("&");
     const ossHeaders = Object.keys(headers).map((h) => [h.toLowerCase(), String(headers[h]).trim()])
@@ -388,27 +398,59 @@ function updateSnippets() {
   const bucket = $("bucket").value.trim() || "examplebucket";
   const key = $("key").value.trim() || "example.jpg";
   const process = $("process").value.trim();
-  const endpoint = location.origin;
-  const url = endpoint + objectPath(bucket, key) + (process ? "?" + queryString([["x-oss-process", process]]) : "");
+  const url = location.origin + objectPath(bucket, key) + (process ? "?" + queryString([["x-oss-process", process]]) : "");
   const id = $("access-key-id").value.trim() || "<yourAccessKeyId>";
   const ext = (process.match(/format,(\w+)/) || [])[1] || (key.split(".").pop() || "jpg");
   $("snippet-url").textContent = url;
   $("snippet-curl").textContent = "curl -o result." + ext + " '" + url.replace(/'/g, "'\\''") + "'";
-  $("snippet-oss2").textContent = [
-    "import oss2",
-    "bucket = oss2.Bucket(oss2.Auth(" + pyString(id) + ", '<yourAccessKeySecret>'), " + pyString(endpoint) + ", " + pyString(bucket) + ")",
+  const call = { id, bucket, key, process, endpoint: location.origin, prefix: MOUNT.replace(/\/$/, "") };
+  $("snippet-oss2").textContent = oss2Snippet(call);
+  $("snippet-alioss").textContent = aliOssSnippet(call);
+}
+
+// Both SDKs keep only the scheme and host of an endpoint (and sign "/bucket/key", as the server checks),
+// so under a mount prefix each snippet puts the prefix back into every request URL through the SDK's
+// own HTTP hook: oss2's session, ali-oss's urllib option.
+
+function oss2Snippet({ id, bucket, key, process, endpoint, prefix }) {
+  // oss2 addresses an IP or localhost endpoint path style; any other host name as bucket.host unless told.
+  const virtualHost = !/^[\d.]+$|^\[/.test(location.hostname) && location.hostname !== "localhost";
+  const auth = "oss2.Auth(" + pyString(id) + ", '<yourAccessKeySecret>')";
+  const options = (virtualHost ? ", is_path_style=True" : "") + (prefix ? ", session=MountedSession()" : "");
+  const lines = ["import oss2"];
+  if (prefix) {
+    lines.push("", "endpoint = " + pyString(endpoint), "",
+      "class MountedSession(oss2.Session):",
+      "    # oss2 keeps only the host of an endpoint; the server is mounted at " + prefix,
+      "    def do_request(self, req, timeout):",
+      "        req.url = req.url.replace(endpoint, endpoint + " + pyString(prefix) + ", 1)",
+      "        return super().do_request(req, timeout)",
+      "");
+  }
+  lines.push("bucket = oss2.Bucket(" + auth + ", " + (prefix ? "endpoint" : pyString(endpoint)) + ", " +
+      pyString(bucket) + options + ")",
     "result = bucket.get_object(" + pyString(key) + (process ? ", process=" + pyString(process) : "") + ")",
-    "data = result.read()",
-  ].join("\n");
+    "data = result.read()");
+  return lines.join("\n");
+}
+
+function aliOssSnippet({ id, bucket, key, process, endpoint, prefix }) {
   // ali-oss addresses an IP endpoint by Host header; any other host name path style (sldEnable).
-  const ipHost = /^[\d.]+$|^\[/.test(location.hostname);
-  $("snippet-alioss").textContent = [
-    "const OSS = require('ali-oss');",
-    "const client = new OSS({region: 'oss-cn-hangzhou', accessKeyId: " + pyString(id) +
-      ", accessKeySecret: '<yourAccessKeySecret>', bucket: " + pyString(bucket) + ", endpoint: " + pyString(endpoint) +
-      (ipHost ? "" : ", sldEnable: true") + "});",
-    "const result = await client.get(" + pyString(key) + (process ? ", {process: " + pyString(process) + "}" : "") + ");",
-  ].join("\n");
+  const ipEndpoint = /^[\d.]+$|^\[/.test(location.hostname);
+  const lines = ["const OSS = require('ali-oss');"];
+  if (prefix) {
+    lines.push("const urllib = require('urllib');  // the HTTP client ali-oss itself uses, installed with it",
+      "const endpoint = " + pyString(endpoint) + ";",
+      "// ali-oss keeps only the host of an endpoint; the server is mounted at " + prefix,
+      "const mounted = {request: (url, options) => urllib.request(url.replace(endpoint, endpoint + " +
+        pyString(prefix) + "), options)};");
+  }
+  lines.push("const client = new OSS({region: 'oss-cn-hangzhou', accessKeyId: " + pyString(id) +
+      ", accessKeySecret: '<yourAccessKeySecret>', bucket: " + pyString(bucket) +
+      ", endpoint" + (prefix ? "" : ": " + pyString(endpoint)) + (ipEndpoint ? "" : ", sldEnable: true") +
+      (prefix ? ", urllib: mounted" : "") + "});",
+    "const result = await client.get(" + pyString(key) + (process ? ", {process: " + pyString(process) + "}" : "") + ");");
+  return lines.join("\n");
 }
 
 async function copy(id) {
