@@ -14,7 +14,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["imgmiddleware", "imgmiddleware.*"]),
     # The samples seed the example bucket; viewer/static is the style viewer page (issue 10).
-    package_data={"imgmiddleware": ["samples/*", "viewer/static/*"]},
+    package_data={"imgmiddleware": ["samples/*", "viewer/static/*", "conf/*.toml"]},
     install_requires=[
         # Pixels: decode, transform, encode. 5.0 for the Animation API (animated GIF/WebP). Text is
         # not drawn by OpenCV: 5.1 dropped its built-in CJK face (issue 14).
@@ -45,6 +45,8 @@ setup(
     extras_require={
         # HEIC/HEIF input and output (OpenCV has no HEVC codec).
         "heif": ["pillow-heif>=1.0"],
+        # The OSS Python SDK, for the README's oss2 examples against the server.
+        "sdk": ["oss2>=2.18"],
         # The test suite exercises HEIC too, so it installs the heif extra.
         # The suite also runs the real OSS Python SDK against the server (acceptance tests).
         # Django and Flask: tests/test_frameworks.py wraps a real Django project and a real Flask app

@@ -60,7 +60,8 @@ class CacheStats:
     memory_entries: int = 0
     memory_bytes: int = 0
     disk_entries: int = 0
-    disk_bytes: int = 0
+    disk_bytes: int = 0             # bytes of the stored results: 0 when the tier is empty
+    disk_index_bytes: int = 0       # the SQLite database beside them, which an empty tier has too
     counters: dict = field(default_factory=dict)
 
 
@@ -255,7 +256,12 @@ class ResultCache:
                 stats.memory_bytes = int(self._memory.currsize)
         if self._disk is not None:
             stats.disk_entries = sum(1 for k in self._disk.iterkeys() if str(k).startswith("r:"))
-            stats.disk_bytes = int(self._disk.volume())
+            # diskcache's running total of the bytes it keeps in files. Results are the only values
+            # stored as files (put() passes read=True, which always writes one); the memo's ETags and
+            # the leases' pids live inside their SQLite rows and count 0 there. volume() adds the
+            # database itself, 32 KB even when empty, which is the index, not results.
+            stats.disk_bytes = int(self._disk.reset("size"))
+            stats.disk_index_bytes = int(self._disk.volume()) - stats.disk_bytes
         return stats
 
     def clear(self) -> None:

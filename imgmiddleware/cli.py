@@ -1,30 +1,78 @@
-"""The ``imgmiddleware`` command: ``serve`` (gunicorn in front of the middleware) and ``process``."""
+"""The ``imgmiddleware`` command: ``serve`` (gunicorn in front of the middleware), ``process`` and
+``cache``."""
 
 from __future__ import annotations
 
 import argparse
+import base64
+import itertools
 import os
 import sys
+import tomllib
 from pathlib import Path
+from urllib.parse import quote
 
-from .config import Config
+from .config import Config, packaged_config_file
 from .memory import tune_malloc
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
-TRY_PROCESSES = (
+# The examples printed at start, per kind of image, each doing what it says. An animation keeps its
+# frames only through resize, crop and watermark (docs/COMPATIBILITY.md, "What keeps an animation"):
+# rotate, blur or circle on a GIF would quietly answer with one still frame, so it gets none of them.
+STILL_PROCESSES = (
     "image/resize,w_200",
     "image/resize,m_fill,w_160,h_160/circle,r_80/format,png",
     "image/crop,w_200,h_200,g_center/rotate,90",
     "image/resize,w_300/blur,r_3,s_2/format,webp",
     "image/info",
 )
+WATERMARK_TEXT = base64.urlsafe_b64encode(b"imgmiddleware").decode().rstrip("=")
+ANIMATION_PROCESSES = (
+    "image/resize,w_200",
+    "image/crop,w_200,h_200,g_center",
+    "image/resize,w_200/format,webp",
+    f"image/resize,w_300/watermark,text_{WATERMARK_TEXT},color_FFFFFF,size_24",
+)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".avif")
+MAX_FILES_SCANNED = 1000   # files looked at for examples: bounds the master's start on a large root
+LOCAL_CONFIG = Path("conf") / "imgmiddleware.toml"
+
+
+class UsageError(Exception):
+    """A mistake in the command line or the files it names: one line on stderr and exit status 2,
+    never a traceback."""
+
+
+def config_file(explicit: str | None) -> Path:
+    """The file every command loads: ``--config PATH``, else ./conf/imgmiddleware.toml when the working
+    directory has one (an operator's copy), else the copy shipped inside the package, so the embedded
+    default is the same from any directory."""
+    if explicit:
+        return Path(explicit)
+    if LOCAL_CONFIG.is_file():
+        return LOCAL_CONFIG
+    return packaged_config_file()
 
 
 def load_config(path: str | None) -> Config:
-    if path:
-        return Config.load(path)
-    local = Path("conf") / "imgmiddleware.toml"
-    return Config.load(local if local.is_file() else None)
+    chosen = config_file(path)
+    try:
+        return Config.load(chosen)
+    except OSError as err:
+        raise UsageError(f"cannot read the configuration {chosen}: {err.strerror or err}") from None
+    except (tomllib.TOMLDecodeError, ValueError) as err:
+        raise UsageError(f"the configuration {chosen} is not valid: {err}") from None
+
+
+def describe_config(path: str | None) -> str:
+    """Which configuration a command runs with, for the start-up log."""
+    chosen = config_file(path)
+    why = ("--config" if path else "the working directory's conf/" if chosen == LOCAL_CONFIG
+           else "the packaged default")
+    env = sorted(name for name in os.environ if name.startswith("IMGMW_") and
+                 name[6:].lower() in Config.__dataclass_fields__)
+    overrides = f"; overridden by {', '.join(env)}" if env else ""
+    return f"configuration: {os.path.abspath(chosen)} ({why}{overrides})"
 
 
 EXAMPLE_BUCKET = "examplebucket"
@@ -66,16 +114,59 @@ def seed_example_bucket(root: str) -> None:
             (bucket / sample.name).write_bytes(sample.read_bytes())
 
 
-def example_urls(base: str, root: str, static: bool = False) -> list[str]:
-    folder = Path(root) if static else Path(root) / EXAMPLE_BUCKET
-    prefix = base if static else f"{base}/{EXAMPLE_BUCKET}"
+def _visible(names: list[str]) -> list[str]:
+    """Names in order, without the hidden ones (the bucket app's .imgmw/ metadata, uploads in flight)."""
+    return sorted(name for name in names if not name.startswith("."))
+
+
+def is_animation(path: Path) -> bool:
+    """A GIF or WebP with more than one frame (Pillow reads the headers; the master never runs OpenCV)."""
+    if path.suffix.lower() not in (".gif", ".webp"):
+        return False
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return bool(getattr(image, "is_animated", False))
+    except Exception:   # unreadable or not an image at all: not an example
+        return False
+
+
+def _files(top: Path):
+    """Visible files under ``top``, in name order, a directory's own files before its subdirectories'."""
+    for directory, dirs, files in os.walk(top):
+        dirs[:] = _visible(dirs)
+        for name in _visible(files):
+            yield Path(directory) / name
+
+
+def find_samples(root: str, static: bool = False) -> tuple[list[tuple[str, str, bool]], list[str]]:
+    """([(bucket, key, animated)], buckets): the first still image and the first animation of the data
+    root, taken from the first buckets that have images, in name order, so the printed URLs name
+    objects that exist. ``bucket`` is "" for a plain folder."""
+    folder = Path(root)
     if not folder.is_dir():
-        return []
-    names = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in
-                   (".jpg", ".jpeg", ".png", ".gif", ".webp"))[:2]
-    urls = [f"{prefix}/{name}" for name in names[:1]]
-    for name in names:
-        urls += [f"{prefix}/{name}?x-oss-process={p}" for p in TRY_PROCESSES]
+        return [], []
+    buckets = [] if static else [name for name in _visible(os.listdir(folder)) if (folder / name).is_dir()]
+    tops = [("", folder)] if static else [(bucket, folder / bucket) for bucket in buckets]
+    files = ((bucket, top, path) for bucket, top in tops for path in _files(top))
+    found: dict[bool, tuple[str, str, bool]] = {}
+    for bucket, top, path in itertools.islice(files, MAX_FILES_SCANNED):
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            animated = is_animation(path)
+            found.setdefault(animated, (bucket, path.relative_to(top).as_posix(), animated))
+            if len(found) == 2:
+                break
+    return sorted(found.values(), key=lambda sample: sample[2]), buckets
+
+
+def example_urls(base: str, samples: list[tuple[str, str, bool]]) -> list[str]:
+    """URLs to try: each sample object as it is, then the examples of its kind (still or animated)."""
+    urls = []
+    for bucket, key, animated in samples:
+        url = f"{base}/{bucket}/{quote(key)}" if bucket else f"{base}/{quote(key)}"
+        urls.append(url)
+        urls += [f"{url}?x-oss-process={p}" for p in (ANIMATION_PROCESSES if animated else STILL_PROCESSES)]
     return urls
 
 
@@ -85,10 +176,30 @@ def tune_worker_malloc(config: Config) -> bool:
                        config.malloc_arena_max)
 
 
+def log_fonts(config: Config) -> None:
+    """Which font file serves each OSS font name, once, from the master: the workers inherit the
+    resolved table through fork. Errors (a name with no face, a face without Chinese) are loud."""
+    import logging
+
+    from .imaging.fonts import font_table_for
+
+    logger = logging.getLogger("imgmiddleware")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s",
+                                               "%Y-%m-%d %H:%M:%S %z"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    font_table_for(config)
+
+
 def serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
     config = load_config(args.config)
+    # Printed by the master, once, before gunicorn starts any worker.
+    print(f"imgmiddleware {describe_config(args.config)}", flush=True)
+    log_fonts(config)
     overrides = {name: getattr(args, name) for name in
                  ("bind", "workers", "threads", "timeout", "max_requests", "upstream")
                  if getattr(args, name, None) is not None}
@@ -130,19 +241,27 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def print_urls(server, root: str, static: bool = False, upstream: str = "", viewer_path: str = "") -> None:
+    """What to try, naming objects the data root really has (or saying it has none)."""
+    samples, buckets = ([], []) if upstream else find_samples(root, static)
     for sock in server.LISTENERS:
         host, port = sock.sock.getsockname()[:2]
         base = f"http://{host}:{port}"
+        what = "the folder" if static else "OSS-compatible buckets in"
         if upstream:
             print(f"imgmiddleware is serving {upstream} (reverse proxy) at {base}", flush=True)
-        else:
-            what = "the folder" if static else "OSS-compatible buckets in"
+        elif samples:
             print(f"imgmiddleware is serving {what} {root} at {base}; try:", flush=True)
-            for url in example_urls(base, root, static):
+            for url in example_urls(base, samples):
                 print("  " + url, flush=True)
+        else:
+            where = f"{root}/<file>" if static else f"{root}/<bucket>/<key>, or upload them with an OSS SDK"
+            print(f"imgmiddleware is serving {what} {root} at {base}; there are no images in it yet "
+                  f"(put some at {where})", flush=True)
         if viewer_path:
             page = "/" + viewer_path.strip("/") + "/"
-            query = "" if static or upstream else f"?bucket={EXAMPLE_BUCKET}"
+            # The bucket of the first example, else the first bucket; none when there is no bucket.
+            bucket = samples[0][0] if samples else (buckets[0] if buckets else "")
+            query = f"?bucket={quote(bucket)}" if bucket else ""
             print(f"the style viewer (try process strings, save styles): {base}{page}{query}", flush=True)
 
 
@@ -152,15 +271,54 @@ def process(args: argparse.Namespace) -> int:
     from .process import parse, run
 
     config = load_config(args.config)
-    data = Path(args.input).read_bytes()
+    try:
+        data = Path(args.input).read_bytes()
+    except OSError as err:
+        raise UsageError(f"cannot read {args.input}: {err.strerror or err}") from None
+    output = Path(args.output)
+    if not output.parent.is_dir():   # before the work, not after it
+        raise UsageError(f"cannot write {args.output}: {output.parent} is not a directory")
     try:
         result = run(parse(args.process, config), data, config)
     except OssError as err:
-        print(f"{err.status} {err.code} {err.ec or ''}: {err.message}", file=sys.stderr)
+        # What the HTTP answer would say: status, Code and EC.
+        ec = f" EC {err.ec}" if err.ec else ""
+        print(f"imgmiddleware process: {err.status} {err.code}{ec}: {err.message}", file=sys.stderr)
         return 1
-    Path(args.output).write_bytes(result.body)
+    mismatch = extension_mismatch(output, result.content_type)
+    if mismatch:
+        print(f"imgmiddleware process: warning: {mismatch}", file=sys.stderr)
+    try:
+        output.write_bytes(result.body)
+    except OSError as err:
+        raise UsageError(f"cannot write {args.output}: {err.strerror or err}") from None
     print(f"{args.output}: {result.content_type}, {len(result.body)} bytes")
     return 0
+
+
+# What each output is called, and the file extensions that name it (jpg/jpeg, tif/tiff: synonyms).
+OUTPUT_NAMES = {
+    "image/jpeg": ("JPEG", (".jpg", ".jpeg")), "image/png": ("PNG", (".png",)),
+    "image/webp": ("WebP", (".webp",)), "image/gif": ("GIF", (".gif",)), "image/bmp": ("BMP", (".bmp",)),
+    "image/tiff": ("TIFF", (".tif", ".tiff")), "image/avif": ("AVIF", (".avif",)),
+    "image/heic": ("HEIC", (".heic", ".heif")), "application/json": ("JSON", (".json",)),
+}
+# The format action that makes an output match its name.
+FORMAT_OF_EXTENSION = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp", ".gif": "gif",
+                       ".bmp": "bmp", ".tif": "tiff", ".tiff": "tiff", ".avif": "avif", ".heic": "heic"}
+
+
+def extension_mismatch(output: Path, content_type: str) -> str:
+    """Why the output's name and its bytes disagree ("" when they agree or the name has no extension):
+    an x.png that holds a JPEG misleads whatever opens it later."""
+    suffix = output.suffix.lower()
+    name, suffixes = OUTPUT_NAMES.get(content_type, (content_type, ()))
+    if not suffix or suffix in suffixes:
+        return ""
+    wanted = FORMAT_OF_EXTENSION.get(suffix)
+    hint = f" (/format,{wanted} would make one)" if wanted and content_type.startswith("image/") else ""
+    return (f"{output.name} is named {suffix} but the result is {name} ({content_type}); "
+            f"written as it is{hint}")
 
 
 def cache_command(args: argparse.Namespace) -> int:
@@ -184,6 +342,8 @@ def cache_command(args: argparse.Namespace) -> int:
             print(f"results:   {stats.disk_entries}")
             print(f"bytes:     {stats.disk_bytes} of {config.cache_disk_bytes} "
                   f"({100 * stats.disk_bytes / max(config.cache_disk_bytes, 1):.1f}%)")
+            # The bound counts the index too (diskcache culls by its whole volume).
+            print(f"index:     {stats.disk_index_bytes} (the SQLite database of the entries)")
     finally:
         cache.close()
     return 0
@@ -191,7 +351,8 @@ def cache_command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="imgmiddleware", description=__doc__)
-    parser.add_argument("--config", help="TOML config file (default: conf/imgmiddleware.toml if present)")
+    parser.add_argument("--config", help="TOML config file (default: ./conf/imgmiddleware.toml if present, "
+                                         "else the packaged default)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_serve = sub.add_parser("serve", help="serve a folder through the middleware with gunicorn")
@@ -220,7 +381,11 @@ def main(argv: list[str] | None = None) -> int:
     p_cache.set_defaults(func=cache_command)
 
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except UsageError as err:
+        print(f"imgmiddleware {args.command}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """One typed, validated Config: every limit and default of the service, each with its OSS source.
 
-Load order: the dataclass defaults below (OSS's published values), then a TOML file (conf/imgmiddleware.toml
-or a path you pass), then environment variables ``IMGMW_<FIELD NAME IN UPPER CASE>``. Unknown keys are an
-error, so a typo in a config file never passes silently.
+Load order: the dataclass defaults below (OSS's published values), then a TOML file (the commands pick
+one: see ``cli.config_file``), then environment variables ``IMGMW_<FIELD NAME IN UPPER CASE>``. Unknown
+keys are an error, so a typo in a config file never passes silently. A relative ``styles_file`` in a file
+is relative to that file's directory, so a config and its styles move together.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import dataclasses
 import os
 import tomllib
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 MB = 1024 * 1024
@@ -158,6 +160,15 @@ class Config:
         if path is not None:
             with open(path, "rb") as fh:
                 values.update(tomllib.load(fh))
+            beside = os.path.dirname(os.path.abspath(path))
+            for name in FILE_RELATIVE_KEYS:
+                if isinstance(values.get(name), str) and values[name] and not os.path.isabs(values[name]):
+                    values[name] = os.path.join(beside, values[name])
+            # Font folders and files named in a file are relative to it too ("path#N" keeps its #N).
+            if isinstance(values.get("font_dirs"), list):
+                values["font_dirs"] = [os.path.join(beside, d) for d in values["font_dirs"]]
+            if isinstance(values.get("fonts"), dict):
+                values["fonts"] = {name: os.path.join(beside, str(v)) for name, v in values["fonts"].items()}
         env = os.environ if environ is None else environ
         types = {f.name: f.type for f in dataclasses.fields(cls)}
         for name, typ in types.items():
@@ -180,4 +191,12 @@ class Config:
         return cls(**values)
 
 
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "conf" / "imgmiddleware.toml"
+# Keys that name files kept beside the config file: a relative value in a file is relative to the file,
+# not to the working directory (data and cache directories stay relative to the working directory).
+FILE_RELATIVE_KEYS = ("styles_file",)
+
+
+def packaged_config_file() -> Path:
+    """The embedded default's configuration, shipped inside the package (imgmiddleware/conf/, with its
+    styles.toml), so `imgmiddleware serve` behaves the same from any working directory."""
+    return Path(str(resources.files(__package__) / "conf" / "imgmiddleware.toml"))

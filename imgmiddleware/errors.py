@@ -2,7 +2,9 @@
 
 Every failure a client can cause is raised as an :class:`OssError` somewhere below the middleware
 and turned into OSS's XML body and headers in exactly one place (:meth:`OssError.to_response`).
-Codes and ECs come from the spec (§7, §8); where OSS publishes no EC we send none rather than invent one.
+Codes and ECs come from the spec (§7, §8); where OSS publishes no EC we send none rather than invent one
+(one exception: a stage without the image/ prefix gets the EC of that rule, 0040-00000212; see
+process/parser.py).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@
 
 It serves the bundled bucket app on the data root IMGMW_ROOT (default: ./oss-data, seeded with an
 example bucket), or a plain folder named by IMGMW_STATIC, through the middleware, with the config file
-named by IMGMW_CONFIG (default: conf/imgmiddleware.toml when present).
+named by IMGMW_CONFIG (default: ./conf/imgmiddleware.toml when present, else the packaged default,
+as for `imgmiddleware serve`).
 """
 
 from __future__ import annotations

@@ -114,15 +114,16 @@ http {{
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def start_serve(args: list[str], config: Path | None = None, env: dict | None = None) -> subprocess.Popen:
-    """`imgmiddleware [--config FILE] serve ARGS...` as a child process (gunicorn)."""
+def start_serve(args: list[str], config: Path | None = None, env: dict | None = None,
+                cwd: Path | None = None) -> subprocess.Popen:
+    """`imgmiddleware [--config FILE] serve ARGS...` as a child process (gunicorn), in ``cwd``."""
     command = shutil.which("imgmiddleware")
     argv = [command] if command else [sys.executable, "-m", "imgmiddleware.cli"]
     if config is not None:
         argv += ["--config", str(config)]
     clean = {k: v for k, v in (env or os.environ).items() if not k.startswith("IMGMW_")}
     return subprocess.Popen(argv + ["serve", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=clean)
+                            text=True, env=clean, cwd=cwd)
 
 
 def child_pids(parent: int) -> set[int]:

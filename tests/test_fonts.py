@@ -221,3 +221,12 @@ def test_the_font_table_is_part_of_the_result_cache_key():
     assert first.data != second.data
     first.close()
     second.close()
+
+
+def test_font_paths_in_a_config_file_are_relative_to_it(tmp_path):
+    (tmp_path / "conf").mkdir()
+    path = tmp_path / "conf" / "imgmiddleware.toml"
+    path.write_text('font_dirs = ["fonts"]\n[fonts]\nwqy-zenhei = "fonts/zenhei.ttc#1"\n')
+    config = Config.load(path)
+    assert config.font_dirs == (str(tmp_path / "conf" / "fonts"),)
+    assert config.fonts == {"wqy-zenhei": str(tmp_path / "conf" / "fonts" / "zenhei.ttc#1")}

@@ -91,8 +91,12 @@ def parse(process: str, config, styles: Mapping[str, str] | None = None) -> Pipe
         elif stage.startswith("image/"):
             steps.extend(_parse_image_stage(stage[len("image/"):], config))
         else:
+            # OSS publishes no EC for a stage without the image/ (or style/) prefix. 0040-00000212 is
+            # the EC of the same rule (spec §1.2 rule 1: "image/" is mandatory, and "image/" alone is
+            # 212): in both the request names no image pipeline. Chosen so that every answer has an
+            # EC a client can look up.
             raise OssError("InvalidArgument",
-                           f"The value: {stage} of parameter: x-oss-process is invalid.")
+                           f"The value: {stage} of parameter: x-oss-process is invalid.", "0040-00000212")
     return Pipeline(tuple(steps))
 
 
