@@ -62,19 +62,23 @@ def newest_ali_oss(scratch: Path) -> None:
 
 
 def lowest_pins() -> list[str]:
-    """``name==bound`` for each direct requirement of the installed project with a ``>=`` bound."""
-    from importlib.metadata import requires
+    """``name==bound.*`` for each direct requirement of setup.py (install_requires and the test
+    extra) with a ``>=`` bound: the oldest release line we claim to support."""
+    import ast
 
     from packaging.requirements import Requirement
 
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    keywords = {kw.arg: kw.value for node in ast.walk(tree) if isinstance(node, ast.Call)
+                for kw in node.keywords if kw.arg in ("install_requires", "extras_require")}
+    texts = list(ast.literal_eval(keywords["install_requires"]))
+    texts += ast.literal_eval(keywords["extras_require"])["test"]
     pins = []
-    for text in requires("imgmiddleware") or []:
+    for text in texts:
         req = Requirement(text)
-        if req.marker is not None and not req.marker.evaluate({"extra": "test"}):
-            continue
         bounds = [spec.version for spec in req.specifier if spec.operator == ">="]
         if bounds:
-            pins.append(f"{req.name}=={bounds[0]}")
+            pins.append(f"{req.name}=={bounds[0]}.*")
     return sorted(set(pins), key=str.lower)
 
 
