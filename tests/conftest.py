@@ -134,3 +134,26 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """Similarity of two same-sized images in dB (inf when identical)."""
     assert a.shape == b.shape, (a.shape, b.shape)
     return float(cv2.PSNR(a, b))
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two 2-D arrays, the smaller one padded with zeros to the larger."""
+    h, w = max(a.shape[0], b.shape[0]), max(a.shape[1], b.shape[1])
+    pa, pb = np.zeros((h, w)), np.zeros((h, w))
+    pa[:a.shape[0], :a.shape[1]] = a
+    pb[:b.shape[0], :b.shape[1]] = b
+    return float(np.corrcoef(pa.ravel(), pb.ravel())[0, 1])
+
+
+def run_in_built_package(tmp_path: Path, probe: str) -> str:
+    """Build the package as a wheel would hold it (setup.py build_py) and run ``probe`` in an
+    isolated interpreter with only that build importable (its path is sys.argv[1]); its stdout."""
+    import subprocess
+    import sys
+
+    build = tmp_path / "build"
+    repo = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(build)],
+                   cwd=repo, check=True, capture_output=True)
+    return subprocess.run([sys.executable, "-I", "-c", probe, str(build)], cwd=tmp_path, check=True,
+                          capture_output=True, text=True).stdout

@@ -3,8 +3,6 @@ inside the package; typos and bad values are refused."""
 
 import json
 import re
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -12,6 +10,8 @@ import pytest
 
 from imgmiddleware import Config
 from imgmiddleware.config import packaged_config_file
+
+from .conftest import run_in_built_package
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGED = packaged_config_file()
@@ -93,14 +93,10 @@ def test_top_level_conf_is_the_packaged_default():
 def test_the_packaged_default_is_package_data(tmp_path):
     """A built package (what a wheel holds) has the configuration and its styles, and finds them
     through importlib.resources from there, not from a source checkout."""
-    build = tmp_path / "build"
-    subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(build)],
-                   cwd=REPO, check=True, capture_output=True)
     probe = ("import sys; sys.path.insert(0, sys.argv[1]); from imgmiddleware.config import Config, "
              "packaged_config_file as p; c = Config.load(p(), environ={}); "
              "assert str(p()).startswith(sys.argv[1]), p(); print(open(c.styles_file).read())")
-    out = subprocess.run([sys.executable, "-I", "-c", probe, str(build)], cwd=tmp_path, check=True,
-                         capture_output=True, text=True).stdout
+    out = run_in_built_package(tmp_path, probe)
     assert "oss-pic-style-w-100" in out
 
 

@@ -23,7 +23,7 @@ from imgmiddleware.imaging import fonts
 from imgmiddleware.imaging.fonts import CJK_PROBE, FONT_NAMES, font_table_for, resolve
 from imgmiddleware.imaging.text import text_mask
 
-from .conftest import FIXTURES, make_client
+from .conftest import FIXTURES, correlation, make_client
 
 # What each OSS name is drawn with once the Debian packages are there (docs/COMPATIBILITY.md).
 EXPECTED_FAMILIES = {
@@ -40,14 +40,6 @@ FIRST, SECOND = "图片服务", "水印文字"
 
 def b64(text: str) -> str:
     return base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii").rstrip("=")
-
-
-def correlation(a: np.ndarray, b: np.ndarray) -> float:
-    h, w = max(a.shape[0], b.shape[0]), max(a.shape[1], b.shape[1])
-    pa, pb = np.zeros((h, w)), np.zeros((h, w))
-    pa[:a.shape[0], :a.shape[1]] = a
-    pb[:b.shape[0], :b.shape[1]] = b
-    return float(np.corrcoef(pa.ravel(), pb.ravel())[0, 1])
 
 
 def ink_of(png: bytes) -> np.ndarray:

@@ -12,8 +12,6 @@ import hmac
 import io
 import json
 import re
-import subprocess
-import sys
 from email.utils import formatdate
 from html.parser import HTMLParser
 from pathlib import Path
@@ -32,7 +30,7 @@ from imgmiddleware.ops import ACTIONS
 from imgmiddleware.ops.base import Base64Text, Choice, HexColor, IntRange
 from imgmiddleware.styles import STYLE_NAME
 
-from .conftest import FIXTURES
+from .conftest import FIXTURES, run_in_built_package
 from .test_deploy import container_env, container_instructions, unit_environment, unit_sections
 
 # werkzeug's lint: an answer to HEAD keeps the GET's Content-Length with no body (as it should).
@@ -213,14 +211,10 @@ def test_the_page_has_no_inline_code_and_fetches_nothing_from_elsewhere(viewer):
 def test_the_files_ship_as_package_data(tmp_path):
     """A non-editable install copies what setup.py's package_data names: build the package as a
     wheel would contain it and read the files back through importlib.resources from there."""
-    build = tmp_path / "build"
-    subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(build)],
-                   cwd=REPO, check=True, capture_output=True)
     probe = ("import sys; sys.path.insert(0, sys.argv[1]); import imgmiddleware.viewer as v; "
              "assert v.__file__.startswith(sys.argv[1]), v.__file__; "
              "print(sorted(v.static_files()))")
-    out = subprocess.run([sys.executable, "-I", "-c", probe, str(build)], cwd=tmp_path, check=True,
-                         capture_output=True, text=True).stdout
+    out = run_in_built_package(tmp_path, probe)
     assert set(PAGE_FILES) <= set(eval(out))
 
 

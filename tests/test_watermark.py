@@ -33,7 +33,7 @@ def direct_mask(text: str, font: str, size: int):
 from imgmiddleware.origins.static import static_app
 from imgmiddleware.process import parse
 
-from .conftest import FIXTURES, decode, get, ok, oss_error, psnr, save_image, size_of, source
+from .conftest import FIXTURES, correlation, decode, get, ok, oss_error, psnr, save_image, size_of, source
 
 # A missing mark's 404 body is closed unread (legal WSGI); werkzeug's lint flags the short read.
 pytestmark = pytest.mark.filterwarnings("ignore:Content-Length and the number of bytes")
@@ -148,14 +148,6 @@ def red_pixels(img: np.ndarray) -> np.ndarray:
 def ink(img: np.ndarray) -> np.ndarray:
     """Darkness (0..255) of black-on-white text: 255 minus the mean of B, G, R."""
     return 255 - img[:, :, :3].astype(np.float64).mean(axis=2)
-
-
-def correlation(a: np.ndarray, b: np.ndarray) -> float:
-    h, w = max(a.shape[0], b.shape[0]), max(a.shape[1], b.shape[1])
-    pa, pb = np.zeros((h, w)), np.zeros((h, w))
-    pa[:a.shape[0], :a.shape[1]] = a
-    pb[:b.shape[0], :b.shape[1]] = b
-    return float(np.corrcoef(pa.ravel(), pb.ravel())[0, 1])
 
 
 def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
