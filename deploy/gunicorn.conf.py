@@ -34,3 +34,11 @@ keepalive = 5
 # (the config's malloc_* settings, applied in each worker, keep it small in the first place).
 max_requests = 2000
 max_requests_jitter = 200
+
+
+def on_starting(server):
+    """Once, in the master: which font file serves each OSS font name, in gunicorn's error log (loud
+    where a name has no face). The workers inherit the resolved table through fork."""
+    from imgmiddleware.cli import load_config, log_fonts
+
+    log_fonts(load_config(os.environ.get("IMGMW_CONFIG")), server.log.error_log.handlers)

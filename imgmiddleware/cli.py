@@ -176,19 +176,24 @@ def tune_worker_malloc(config: Config) -> bool:
                        config.malloc_arena_max)
 
 
-def log_fonts(config: Config) -> None:
+def log_fonts(config: Config, handlers: list | None = None) -> None:
     """Which font file serves each OSS font name, once, from the master: the workers inherit the
-    resolved table through fork. Errors (a name with no face, a face without Chinese) are loud."""
+    resolved table through fork. Errors (a name with no face, a face without Chinese) are loud.
+    The package's log goes to ``handlers`` (gunicorn's error log, from deploy/gunicorn.conf.py), or
+    to standard output in gunicorn's format, unless the application has set up its own."""
     import logging
 
     from .imaging.fonts import font_table_for
 
     logger = logging.getLogger("imgmiddleware")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s",
-                                               "%Y-%m-%d %H:%M:%S %z"))
-        logger.addHandler(handler)
+        if not handlers:
+            handler = logging.StreamHandler(sys.stdout)
+            handler.setFormatter(logging.Formatter(
+                "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s", "%Y-%m-%d %H:%M:%S %z"))
+            handlers = [handler]
+        for handler in handlers:
+            logger.addHandler(handler)
         logger.setLevel(logging.INFO)
     font_table_for(config)
 

@@ -13,6 +13,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from imgmiddleware.imaging.fonts import FONT_NAMES
+
 from .conftest import FIXTURES, size_of
 
 
@@ -113,7 +115,10 @@ def test_gunicorn_with_the_deploy_config_and_the_wsgi_entry_point():
         assert status == 200 and size_of(body) == (100, 127)   # auto-oriented, then resized
     finally:
         proc.terminate()
-        proc.wait(timeout=15)
+        output, _ = proc.communicate(timeout=15)
+    # The font table, once, from the master (deploy/gunicorn.conf.py's on_starting), in its log.
+    for name in FONT_NAMES:
+        assert output.count(f"fonts: {name} -> ") == 1, output
 
 
 def test_opencv_never_runs_in_the_gunicorn_master(tmp_path):
