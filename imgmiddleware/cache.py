@@ -206,7 +206,13 @@ class ResultCache:
             entry = self.get(key)
             if entry is not None:
                 return entry, False
-            if time.monotonic() >= deadline:
+            with self._lock:
+                current = self._flights.get(key)
+                claim_over = current is None or current.expires <= time.monotonic()
+            # A caller woken because the leader's claim ran out (or the leader failed) leads even if
+            # its own wait ran out in the same moment, as a thread woken late on a busy machine
+            # does: otherwise every waiter of a stuck key could get 503 and nobody take it over.
+            if time.monotonic() >= deadline and not claim_over:
                 raise LeaderBusy(key)
             # the leader finished without a result (it failed) or its claim ran out: lead
 
