@@ -19,7 +19,7 @@ setup(
         # Pixels: decode, transform, encode. 5.0 for the Animation API (animated GIF/WebP). Text is
         # not drawn by OpenCV: 5.1 dropped its built-in CJK face (issue 14).
         "opencv-python-headless>=5.0",
-        "numpy>=1.26",
+        "numpy>=2.0",           # OpenCV 5 itself needs NumPy 2
         # HTTP helpers (Headers, SharedDataMiddleware, LintMiddleware, http_date, parse_etags).
         "werkzeug>=3.1",
         # The in-process LRU tier of the result cache.

@@ -82,15 +82,46 @@ def info(img, args: dict, ctx: RunContext) -> dict:
 HUE_WINDOW_DEGREES = 40
 
 
+# average-hue reads the image in strips of about this many pixels, so its own memory is a few MB
+# whatever the image's size (issue 15: a whole-image pass took ~30 bytes a pixel, 5 GB at 169 MP).
+HUE_STRIP_PIXELS = 1 << 18
+
+
+def _strips(img: np.ndarray):
+    rows = max(1, HUE_STRIP_PIXELS // max(img.shape[1], 1))
+    for top in range(0, img.shape[0], rows):
+        yield np.ascontiguousarray(img[top:top + rows, :, :3])
+
+
+def _hue(bgr: np.ndarray) -> np.ndarray:
+    """Hue in radians, 0..2pi, from OpenCV's 0..255 full-circle hue."""
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV_FULL)[:, :, 0].astype(np.float32) * np.float32(2 * np.pi / 256)
+
+
 def average_hue(img: np.ndarray, args: dict, ctx: RunContext) -> dict:
-    """OSS's FAQ algorithm: the mean colour of the pixels whose hue is near the image's mean hue."""
-    bgr = np.ascontiguousarray(img[:, :, :3])
-    hue = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV_FULL)[:, :, 0].astype(np.float32) * (2 * np.pi / 256)
-    mean_hue = np.arctan2(np.sin(hue).mean(), np.cos(hue).mean())   # circular mean
-    distance = np.abs(np.angle(np.exp(1j * (hue - mean_hue))))
-    near = distance <= np.deg2rad(HUE_WINDOW_DEGREES)
-    pixels = bgr[near] if near.any() else bgr.reshape(-1, 3)
-    b, g, r = (int(v + 0.5) for v in pixels.mean(axis=0))
+    """OSS's FAQ algorithm: the mean colour of the pixels whose hue is near the image's mean hue.
+    Two passes over strips (the circular mean hue, then the mean colour near it), sums in float64."""
+    sin_sum = cos_sum = 0.0
+    for bgr in _strips(img):
+        hue = _hue(bgr)
+        sin_sum += float(np.sin(hue).sum(dtype=np.float64))
+        cos_sum += float(np.cos(hue).sum(dtype=np.float64))
+    mean_hue = np.arctan2(sin_sum, cos_sum)                        # circular mean
+    window = np.deg2rad(HUE_WINDOW_DEGREES)
+    near_sum, near_count = np.zeros(3), 0
+    all_sum = np.zeros(3)
+    for bgr in _strips(img):
+        hue = _hue(bgr)
+        hue -= np.float32(mean_hue - np.pi)        # the angle to the mean, wrapped into -pi..pi
+        np.remainder(hue, np.float32(2 * np.pi), out=hue)
+        hue -= np.float32(np.pi)
+        near = np.abs(hue, out=hue) <= window
+        near_sum += bgr[near].sum(axis=0, dtype=np.float64)
+        near_count += int(near.sum())
+        all_sum += bgr.reshape(-1, 3).sum(axis=0, dtype=np.float64)
+    total = img.shape[0] * img.shape[1]
+    mean = near_sum / near_count if near_count else all_sum / max(total, 1)
+    b, g, r = (int(v + 0.5) for v in mean)
     return {"RGB": f"0x{r:02x}{g:02x}{b:02x}"}
 
 
