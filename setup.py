@@ -30,7 +30,7 @@ setup(
         "gunicorn>=23.0",
         # Header probing, EXIF and JPEG quantisation tables; text watermarks through its FreeType
         # renderer (imaging/text.py, bench/text_bench.py); other pixels go through OpenCV.
-        "Pillow>=11.0",
+        "Pillow>=11.3",          # 11.3: the first wheels that read AVIF (sources and our tests)
         # Font files' name tables (which face of a .ttc is which) and cmaps (which characters a face
         # has), so text is never drawn as empty boxes (imaging/fonts.py).
         "fonttools>=4.50",

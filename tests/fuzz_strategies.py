@@ -51,7 +51,10 @@ def value_strategy(kind, cap: int | None, depth: int, clean: bool = False) -> st
                   if depth == 0 else st.just(""))
         return st.tuples(keys, st.just("") | nested).map(lambda t: b64(t[0] + t[1]))
     if isinstance(kind, Base64Text):
-        return st.text(max_size=20).map(b64) | st.sampled_from(["!!", "a", "===="])
+        # Text a font can draw (Latin, digits, common Chinese) as often as arbitrary text, which is
+        # mostly refused: characters no font on the server has are an error, never empty boxes.
+        drawable = st.text(alphabet="abcXYZ019 .,!?-图片服务水印文字", min_size=1, max_size=20)
+        return (drawable | st.text(max_size=20)).map(b64) | st.sampled_from(["!!", "a", "===="])
     raise AssertionError(f"unknown kind {kind!r}: teach tests/fuzz_strategies.py about it")
 
 
