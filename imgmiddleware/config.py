@@ -62,6 +62,16 @@ class Config:
     large_transform_slots: int = 1             # so huge images can never take every slot
     transform_wait_seconds: float = 2.0        # longest wait for a slot before 503 SlowDown
     retry_after_seconds: int = 1               # Retry-After of a 503
+    # --- budgets of one transform (process/budget.py, docs/SECURITY.md; issue 15) ---
+    # Estimated before any pixel is decoded: work in milliseconds of one core of the reference
+    # machine, and the pixel memory held at once; over either, 400 before any work.
+    max_transform_ms: int = 20_000
+    max_transform_bytes: int = 3 * 1024 * MB
+    # What the transforms of one worker may hold at once, by their estimates: past it a transform
+    # waits for a slot (transform_wait_seconds), then 503 SlowDown.
+    worker_transform_bytes: int = 4 * 1024 * MB
+    # Wall time a transform may run; past it the work stops (between steps and frames) with 503.
+    transform_deadline_seconds: float = 30.0
     # --- the server (`imgmiddleware serve`; command-line options override) ---
     bind: str = "127.0.0.1:8080"
     workers: int = 2

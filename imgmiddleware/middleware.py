@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from contextlib import contextmanager
 from itertools import chain
 from urllib.parse import unquote
 
@@ -71,7 +72,8 @@ class ImageMiddleware:
         self.styles = style_store or StyleStore(self.config.styles_file or None, inline=self.config.styles)
         cfg = self.config
         self.throttle = Throttle(cfg.transform_slots, cfg.large_transform_slots, cfg.large_image_pixels,
-                                 cfg.transform_wait_seconds, cfg.retry_after_seconds)
+                                 cfg.transform_wait_seconds, cfg.retry_after_seconds,
+                                 cfg.worker_transform_bytes)
         self.cache = ResultCache(self.config.cache_memory_bytes, self.config.cache_dir,
                                  self.config.cache_disk_bytes, self.config.cache_wait_seconds)
         # The config is frozen; the font table joins it because which file draws a font name changes
@@ -330,11 +332,19 @@ class Request:
         body = fetched.read(self.config.max_source_bytes)
         read = time.perf_counter()
         info = inspect(body, self.config)               # header only: limits, and how big the work is
-        with self.mw.throttle.slot(info.pixels):
-            transform = time.perf_counter()
-            result = run(self.pipeline, body, self.config, self._object_loader(validators),
-                         self.auto_formats, info)
+        admitted = []
+
+        @contextmanager
+        def admit(cost):
+            """A transform slot for this request, by its pixels and its estimated peak bytes."""
+            with self.mw.throttle.slot(info.pixels, cost.peak_bytes):
+                admitted.append(time.perf_counter())
+                yield
+
+        result = run(self.pipeline, body, self.config, self._object_loader(validators),
+                     self.auto_formats, info, admit)
         done = time.perf_counter()
+        transform = admitted[0] if admitted else read   # a header-only answer waits for no slot
         # Server-Timing (milliseconds) on the answer that did the work: what the viewer and browser
         # developer tools show; "wait" is the time spent queued for a transform slot.
         self.server_timing = (f"read;dur={(read - started) * 1000:.1f}, "

@@ -1,14 +1,19 @@
-"""Back-pressure: a bounded number of transforms at once per worker, with a short wait for a slot,
-then 503 SlowDown with Retry-After (OSS's code for "reduce your request rate").
+"""Back-pressure: a bounded number of transforms at once per worker, and a bounded amount of memory
+they may hold by their estimates, with a short wait for room, then 503 SlowDown with Retry-After
+(OSS's code for "reduce your request rate").
 
 Every transform takes one of ``slots``; a large source (more pixels than ``large_pixels``) also takes
 one of ``large_slots``, which are fewer, so huge images can never hold every slot and small ones
-always get through. Cache hits take no slot at all.
+always get through. Each transform also reserves its estimated peak bytes (process/budget.py) out of
+``memory_bytes``: two requests that would each hold gigabytes queue instead of running side by side.
+A transform alone is always admitted by memory (its own size was checked against the per-request
+budget before). Cache hits take no slot at all.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from contextlib import contextmanager
 
 from .errors import OssError
@@ -16,30 +21,58 @@ from .errors import OssError
 
 class Throttle:
     def __init__(self, slots: int, large_slots: int, large_pixels: int, wait_seconds: float,
-                 retry_after: int) -> None:
+                 retry_after: int, memory_bytes: int = 0) -> None:
         self._slots = threading.BoundedSemaphore(slots)
         self._large = threading.BoundedSemaphore(min(large_slots, slots))
         self.large_pixels = large_pixels
         self.wait_seconds = wait_seconds
         self.retry_after = retry_after
+        self.memory_bytes = memory_bytes          # 0: no memory bound
+        self._reserved = 0
+        self._memory = threading.Condition()
 
     def busy(self) -> OssError:
         """OSS's answer for "reduce your request rate", with the configured Retry-After."""
         return OssError("SlowDown", "Please reduce your request rate.", status=503,
                         headers=[("Retry-After", str(self.retry_after))])
 
+    @property
+    def reserved_bytes(self) -> int:
+        return self._reserved
+
     @contextmanager
-    def slot(self, pixels: int):
+    def _reserve(self, peak_bytes: int, deadline: float):
+        if not self.memory_bytes:
+            yield
+            return
+        with self._memory:
+            while self._reserved and self._reserved + peak_bytes > self.memory_bytes:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self.busy()
+                self._memory.wait(left)
+            self._reserved += peak_bytes
+        try:
+            yield
+        finally:
+            with self._memory:
+                self._reserved -= peak_bytes
+                self._memory.notify_all()
+
+    @contextmanager
+    def slot(self, pixels: int, peak_bytes: int = 0):
+        deadline = time.monotonic() + self.wait_seconds
         large = pixels > self.large_pixels
         if large and not self._large.acquire(timeout=self.wait_seconds):
             raise self.busy()
         try:
-            if not self._slots.acquire(timeout=self.wait_seconds):
-                raise self.busy()
-            try:
-                yield
-            finally:
-                self._slots.release()
+            with self._reserve(peak_bytes, deadline):
+                if not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                    raise self.busy()
+                try:
+                    yield
+                finally:
+                    self._slots.release()
         finally:
             if large:
                 self._large.release()

@@ -12,6 +12,7 @@ import functools
 
 from hypothesis import strategies as st
 
+from imgmiddleware.imaging.fonts import FONT_NAMES
 from imgmiddleware.ops import ACTIONS
 from imgmiddleware.ops.base import Base64Text, Choice, HexColor, IntRange
 from imgmiddleware.ops.watermark import NESTED_ACTIONS, WatermarkImageKind
@@ -53,8 +54,10 @@ def value_strategy(kind, cap: int | None, depth: int, clean: bool = False) -> st
     if isinstance(kind, Base64Text):
         # Text a font can draw (Latin, digits, common Chinese) as often as arbitrary text, which is
         # mostly refused: characters no font on the server has are an error, never empty boxes.
+        # The same kind carries watermark's font name, so OSS's font names are drawn too.
         drawable = st.text(alphabet="abcXYZ019 .,!?-图片服务水印文字", min_size=1, max_size=20)
-        return (drawable | st.text(max_size=20)).map(b64) | st.sampled_from(["!!", "a", "===="])
+        fonts = st.sampled_from(FONT_NAMES)
+        return (drawable | fonts | st.text(max_size=20)).map(b64) | st.sampled_from(["!!", "a", "===="])
     raise AssertionError(f"unknown kind {kind!r}: teach tests/fuzz_strategies.py about it")
 
 

@@ -18,23 +18,23 @@ pytestmark = pytest.mark.filterwarnings("ignore:Content-Length and the number of
 
 @pytest.fixture
 def slow_run(monkeypatch):
-    """Every transform takes 0.4 s, and we count how many ran at the same time."""
-    real_run = engine.run
+    """Every transform takes 0.4 s once admitted to a slot, and we count how many ran at once."""
+    real_work = engine._work
     state = {"now": 0, "peak": 0}
     lock = threading.Lock()
 
-    def run(*args, **kwargs):
+    def work(*args, **kwargs):
         with lock:
             state["now"] += 1
             state["peak"] = max(state["peak"], state["now"])
         try:
             time.sleep(0.4)
-            return real_run(*args, **kwargs)
+            return real_work(*args, **kwargs)
         finally:
             with lock:
                 state["now"] -= 1
 
-    monkeypatch.setattr("imgmiddleware.middleware.run", run)
+    monkeypatch.setattr(engine, "_work", work)
     return state
 
 
@@ -96,3 +96,25 @@ def test_cache_hits_need_no_slot(slow_run):
     responses = burst(client, [("example.jpg", "image/resize,w_100")] * 6)
     assert [r.status_code for r in responses] == [200] * 6
     assert all(r.headers["x-imgmw-cache"] in ("hit", "revalidated") for r in responses)
+
+
+def test_transforms_are_admitted_by_their_estimated_memory_too(slow_run):
+    """Slots to spare, but two 1600 px enlargements (each ~12 MB by its estimate) do not fit in a
+    worker budget of 20 MB together: one runs, the other waits, then gets 503 SlowDown."""
+    process = "image/resize,w_1600,limit_0"
+    tight = make_client(transform_slots=4, transform_wait_seconds=0.1, cache_memory_bytes=0,
+                        worker_transform_bytes=20 * 2**20)
+    statuses = sorted(r.status_code for r in burst(tight, [("example.jpg", process)] * 2))
+    assert statuses == [200, 503]
+    assert slow_run["peak"] == 1
+    assert tight.application.app.throttle.reserved_bytes == 0         # given back, both ways
+    roomy = make_client(transform_slots=4, transform_wait_seconds=0.1, cache_memory_bytes=0)
+    assert [r.status_code for r in burst(roomy, [("example.jpg", process)] * 2)] == [200, 200]
+
+
+def test_a_waiting_transform_goes_ahead_when_memory_is_given_back(slow_run):
+    client = make_client(transform_slots=4, transform_wait_seconds=5, cache_memory_bytes=0,
+                         worker_transform_bytes=20 * 2**20)
+    responses = burst(client, [("example.jpg", "image/resize,w_1600,limit_0")] * 3)
+    assert [r.status_code for r in responses] == [200] * 3
+    assert slow_run["peak"] == 1

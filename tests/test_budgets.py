@@ -6,11 +6,15 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 
 import cv2
 import numpy as np
+import pytest
 
 from imgmiddleware.ops.report import HUE_WINDOW_DEGREES, average_hue
+
+from .conftest import get, make_client, oss_error
 
 # In a fresh process: an 8000 x 8000 colour image (192 MB, within every source limit), then
 # average-hue on it; the peak resident size it adds on top of the image itself.
@@ -59,3 +63,158 @@ def test_average_hue_in_strips_equals_the_whole_image_pass(monkeypatch):
     for shape in ((1, 1, 3), (37, 53, 3), (300, 211, 4)):
         img = rng.integers(0, 256, shape, dtype=np.uint8)
         assert average_hue(img, {}, None)["RGB"] == reference_average_hue(img)
+
+
+# --- the cost of a whole pipeline, before any work -------------------------------------------------
+
+def b64(text: str) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def tiny_png(tmp_path, name="tiny.png"):
+    """A 4 x 4 PNG of under 100 bytes: the attack needs no big source."""
+    path = tmp_path / name
+    path.write_bytes(cv2.imencode(".png", np.full((4, 4, 3), 200, np.uint8))[1].tobytes())
+    return path
+
+
+LONG_BLUR = "image/resize,w_4096,h_4096,limit_0,m_fixed/" + "blur,r_50,s_50/" * 269 + "format,jpg"
+TILED_MARKS = ("image/resize,w_4096,h_4096,limit_0,m_fixed/"
+               + f"watermark,text_{b64('OSS 水印')},fill_1/" * 101 + "format,jpg")
+
+
+def estimate_of(process: str, source: bytes, config=None):
+    from imgmiddleware import Config
+    from imgmiddleware.process import parse
+    from imgmiddleware.process.budget import estimate
+    from imgmiddleware.process.engine import inspect
+    from imgmiddleware.process.plan import make_plan
+
+    config = config or Config()
+    info = inspect(source, config)
+    return estimate(make_plan(parse(process, config, styles={}), info, len(source), config), info)
+
+
+def test_the_attacks_of_issue_15_are_priced_far_above_the_budget(tmp_path):
+    from imgmiddleware import Config
+
+    source = tiny_png(tmp_path).read_bytes()
+    budget = Config().max_transform_ms
+    assert estimate_of(LONG_BLUR, source).ms > 10 * budget        # 269 blurs of 16.8 MP: ~260 s
+    assert estimate_of(TILED_MARKS, source).ms > 2 * budget       # 101 tiled layers: ~50 s
+
+
+def test_everyday_pipelines_are_priced_well_inside_the_budget():
+    from imgmiddleware import Config
+
+    from .conftest import fixture_bytes
+
+    budget = Config().max_transform_ms
+    for name in ("example.jpg", "example.gif", "nodejs-1024x768.png"):
+        for process in ("image/resize,w_100", "image/rotate,45/format,webp", "image/blur,r_50,s_50",
+                        f"image/watermark,text_{b64('水印')},fill_1/format,png", "image/format,avif"):
+            cost = estimate_of(process, fixture_bytes(name))
+            assert 0 < cost.ms < budget / 20, (name, process, cost)
+            assert 0 < cost.peak_bytes < 64 * 2**20, (name, process, cost)
+
+
+def test_the_estimate_follows_the_size_through_the_steps():
+    from .conftest import fixture_bytes
+
+    jpeg = fixture_bytes("example.jpg")                  # 400 x 267
+    small = estimate_of("image/resize,w_100/blur,r_50,s_50", jpeg)
+    large = estimate_of("image/resize,w_1600,limit_0/blur,r_50,s_50", jpeg)
+    assert large.ms > 100 * small.ms / 2 and large.peak_bytes > 100 * small.peak_bytes / 10
+    # A blur after a 10 x 10 crop costs what a blur of 100 pixels costs, not of 106,800.
+    blur_after_crop = (estimate_of("image/crop,w_10,h_10/blur,r_50,s_50", jpeg).ms
+                       - estimate_of("image/crop,w_10,h_10", jpeg).ms)
+    blur_of_all = estimate_of("image/blur,r_50,s_50", jpeg).ms - estimate_of("image/format,jpg", jpeg).ms
+    assert 0 < blur_after_crop < blur_of_all / 500
+
+
+# --- through the middleware: refused before any work, stopped at the deadline ----------------------
+
+@pytest.fixture
+def work_spy(monkeypatch):
+    """Counts transforms that got past the budget into decoding and steps."""
+    from imgmiddleware.process import engine
+
+    calls = {"work": 0}
+    real_work = engine._work
+
+    def work(*args, **kwargs):
+        calls["work"] += 1
+        return real_work(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_work", work)
+    return calls
+
+
+@pytest.mark.parametrize("process", [LONG_BLUR, TILED_MARKS], ids=["269-blurs", "101-tiled-marks"])
+def test_an_attack_over_the_work_budget_is_refused_before_any_work(tmp_path, work_spy, process):
+    tiny_png(tmp_path)
+    client = make_client(tmp_path)
+    answer = get(client, "tiny.png", process)
+    error = oss_error(answer)
+    assert (error["status"], error["Code"], error["EC"]) == (400, "InvalidArgument", "0017-00000288")
+    assert "s of work, above this server's budget of 20.0 s" in error["Message"]
+    assert work_spy["work"] == 0
+
+
+def test_a_pipeline_over_the_memory_budget_is_refused_before_any_work(work_spy):
+    client = make_client(max_transform_bytes=8 * 2**20)
+    error = oss_error(get(client, "example.jpg", "image/resize,w_4000,limit_0"))   # 4000 x 2670
+    assert (error["status"], error["Code"], error["EC"]) == (400, "InvalidArgument", "0017-00000288")
+    assert "MB of pixels, above this server's budget of 8 MB" in error["Message"]
+    assert work_spy["work"] == 0
+    assert get(client, "example.jpg", "image/resize,w_400").status_code == 200
+
+
+def test_work_past_the_deadline_stops_between_steps(monkeypatch):
+    """Within budget but slow here: the steps after the deadline never run, the answer is 503
+    ProcessTimeout, and the slot and its memory are free again at once."""
+    import imgmiddleware.ops.effects as effects
+
+    ran = []
+    real_blur = effects.apply_blur
+
+    def slow_blur(img, args, ctx):
+        ran.append(args["r"])
+        time.sleep(0.2)
+        return real_blur(img, args, ctx)
+
+    object.__setattr__(effects.BLUR, "apply", slow_blur)      # ActionSpec is frozen: put it back below
+    try:
+        client = make_client(transform_deadline_seconds=0.5, retry_after_seconds=2, cache_memory_bytes=0)
+        started = time.monotonic()
+        answer = get(client, "example.jpg", "image/" + "/".join(f"blur,r_{i}" for i in range(1, 21)))
+        elapsed = time.monotonic() - started
+        error = oss_error(answer)
+        assert (error["status"], error["Code"]) == (503, "ProcessTimeout")
+        assert answer.headers["Retry-After"] == "2"
+        assert 2 <= len(ran) <= 4 and elapsed < 1.5, (ran, elapsed)
+        middleware = client.application.app
+        assert middleware.throttle.reserved_bytes == 0
+    finally:
+        object.__setattr__(effects.BLUR, "apply", real_blur)
+    assert get(client, "example.jpg", "image/blur,r_3").status_code == 200
+
+
+def test_each_frame_of_an_animation_checks_the_deadline(monkeypatch):
+    from imgmiddleware.process import engine
+
+    frames = []
+    real_execute = engine.execute
+
+    def slow_execute(img, plan):
+        frames.append(1)
+        time.sleep(0.15)
+        return real_execute(img, plan)
+
+    monkeypatch.setattr(engine, "execute", slow_execute)
+    client = make_client(transform_deadline_seconds=0.2, cache_memory_bytes=0)
+    error = oss_error(get(client, "example.gif", "image/resize,w_100"))
+    assert (error["status"], error["Code"]) == (503, "ProcessTimeout")
+    assert 1 <= len(frames) < 3, len(frames)             # the GIF has 3 frames: the last never ran

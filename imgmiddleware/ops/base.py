@@ -139,6 +139,30 @@ class Param:
 # ---------------------------------------------------------------------------------------------------
 # Actions.
 
+@dataclass(frozen=True)
+class StepCost:
+    """What one step will cost, estimated from sizes alone before any pixel is decoded
+    (process/budget.py adds them up and checks them against the config's budgets).
+
+    ``ms``: milliseconds of one core of the reference machine (docs/SECURITY.md has the measurements
+    behind each action's figure); ``size``: the (width, height) the step hands on; ``scratch``: bytes
+    it holds beyond its input and output while it runs (float copies, a tiled layer)."""
+    ms: float
+    size: tuple[int, int]
+    scratch: int = 0
+
+
+def megapixels(size: tuple[int, int]) -> float:
+    return size[0] * size[1] / 1e6
+
+
+def per_megapixel(ms: float) -> Callable[..., StepCost]:
+    """The cost of an action that makes one pass of ``ms`` per megapixel and keeps the size."""
+    def cost(size: tuple[int, int], args: Mapping[str, Any], ctx: "RunContext") -> StepCost:
+        return StepCost(ms * megapixels(size), size)
+    return cost
+
+
 PIXEL = "pixel"      # transforms pixels, runs in URL order
 OUTPUT = "output"    # an encode-time setting (format, quality, interlace); last one wins
 FLAG = "flag"        # a global flag applied before the pipeline (auto-orient)
@@ -164,6 +188,9 @@ class ActionSpec:
     # Whether the action works on 16-bit pixels unchanged (geometry only: no 255s in its maths).
     keeps_depth: bool | Callable[[Mapping[str, Any]], bool] = False
     needs_pixels: bool = True           # False for info, which reads only the header
+    # For a PIXEL action: (size, args, ctx) -> StepCost, its estimated time, output size and scratch
+    # memory, so a pipeline's whole cost is known before any work (process/budget.py).
+    cost: Callable[[tuple[int, int], Mapping[str, Any], "RunContext"], StepCost] = per_megapixel(2.0)
     doc: str = ""
     param_index: Mapping[str, Param] = field(init=False, repr=False, compare=False)
 
@@ -264,6 +291,16 @@ def bind(spec: ActionSpec, items: list[str], config) -> dict:
     return args
 
 
+class _NoDeadline:
+    """A run without a deadline (offline tools, direct calls)."""
+
+    def check(self) -> None:
+        pass
+
+
+_NO_DEADLINE = _NoDeadline()
+
+
 @dataclass
 class RunContext:
     """What a running action may know beyond its pixels. Built by the pipeline runner, per request."""
@@ -283,3 +320,5 @@ class RunContext:
     # never import it.
     load_object: Callable[[str, frozenset, bool], Any] | None = None
     base_size: tuple[int, int] | None = None   # the watermarked image's size, for a nested resize,P_
+    # process/budget.Deadline of this transform: the runner checks it between steps and frames.
+    deadline: Any = _NO_DEADLINE

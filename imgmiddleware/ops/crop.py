@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import OssError
-from .base import PIXEL, ActionSpec, Choice, IntRange, Param, RunContext
+from .base import PIXEL, ActionSpec, Choice, IntRange, Param, RunContext, StepCost
 
 GRAVITIES = ("nw", "north", "ne", "west", "center", "east", "sw", "south", "se")
 BIG = 2**31 - 1
@@ -40,6 +40,29 @@ def apply_crop(img: np.ndarray, args: dict, ctx: RunContext) -> np.ndarray:
     return img[oy:oy + min(h, src_h - oy), ox:ox + min(w, src_w - ox)]
 
 
+def crop_cost(size, args, ctx) -> StepCost:
+    """A view: no pixel work; the size of the box (the whole image when the box is off it, which
+    fails when it runs)."""
+    src_w, src_h = size
+    w = min(args.get("w") or src_w, src_w)
+    h = min(args.get("h") or src_h, src_h)
+    ox, oy = grid_origin(args["g"], src_w, src_h, w, h)
+    ox, oy = ox + args["x"], oy + args["y"]
+    if ox >= src_w or oy >= src_h:
+        return StepCost(0.0, size)
+    return StepCost(0.0, (min(w, src_w - ox), min(h, src_h - oy)))
+
+
+def indexcrop_cost(size, args, ctx) -> StepCost:
+    src_w, src_h = size
+    index = args["i"]
+    if "y" in args:
+        step = args["y"]
+        return StepCost(0.0, size if index * step >= src_h else (src_w, min(step, src_h - index * step)))
+    step = args["x"]
+    return StepCost(0.0, size if index * step >= src_w else (min(step, src_w - index * step), src_h))
+
+
 def _check_indexcrop(args: dict, config) -> dict:
     if "x" not in args and "y" not in args:
         raise OssError("InvalidArgument", "indexcrop needs x or y.", "0040-00000230")
@@ -71,6 +94,7 @@ CROP = ActionSpec(
         Param("g", Choice(GRAVITIES), None, default="nw", doc="nine-grid anchor"),
     ),
     apply=apply_crop,
+    cost=crop_cost,
     keeps_animation=True,
     keeps_depth=True,
     doc="cut a rectangle anchored on the nine-grid",
@@ -86,6 +110,7 @@ INDEXCROP = ActionSpec(
     ),
     check=_check_indexcrop,
     apply=apply_indexcrop,
+    cost=indexcrop_cost,
     keeps_depth=True,
     doc="cut into equal strips and keep one",
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +14,7 @@ from ..imaging.encode import MIME, EncodeError, encode, encode_animation
 from ..imaging.orientation import apply_orientation
 from ..imaging.pixels import grey_if_neutral
 from ..imaging.probe import Probe, ProbeError, TooManyPixels, probe
+from . import budget
 from .parser import Pipeline
 from .plan import Plan, make_plan
 
@@ -66,18 +68,28 @@ def load_image(data: bytes | memoryview, config, formats: frozenset, orient: boo
 
 
 def run(pipeline: Pipeline, data: bytes | memoryview, config, load_object=None,
-        auto_formats: tuple = (), info: Probe | None = None) -> Result:
+        auto_formats: tuple = (), info: Probe | None = None, admit=None) -> Result:
     """Process ``data``. ``load_object(key, formats, orient)`` fetches other objects (watermarks);
     ``auto_formats`` are the formats the client accepts, for a request that names none; ``info`` is
-    the result of :func:`inspect` when the caller has it already."""
+    the result of :func:`inspect` when the caller has it already. The plan's cost is checked against
+    the budgets before any work; ``admit(estimate)`` is a context manager that holds the caller's
+    transform slot for it (throttle.py), and the work inside has a deadline."""
     info = info or inspect(data, config)
     plan = make_plan(pipeline, info, len(data), config, auto_formats)
     plan.context.load_object = load_object
     if plan.report is not None and not plan.report.spec.needs_pixels:
         return _json(plan.report.spec.apply(None, plan.report.args, plan.context))
-
     if plan.auto_orient and info.rotates and max(info.width, info.height) >= config.max_rotate_side:
         raise rotation_range_exceeded()
+    cost = budget.check(plan, info, config)
+    with admit(cost) if admit is not None else nullcontext():
+        plan.context.deadline = budget.Deadline(config.transform_deadline_seconds,
+                                                config.retry_after_seconds)
+        return _work(plan, data, info)
+
+
+def _work(plan: Plan, data, info: Probe) -> Result:
+    """Decode once, act in order, encode once, with the plan's deadline checked between steps."""
     if plan.animate:
         return _run_animation(data, plan)
     try:
@@ -87,6 +99,7 @@ def run(pipeline: Pipeline, data: bytes | memoryview, config, load_object=None,
     if plan.auto_orient:
         img = apply_orientation(img, info.orientation)
     img = execute(img, plan)
+    plan.context.deadline.check()
 
     if plan.report is not None:
         return _json(plan.report.spec.apply(img, plan.report.args, plan.context))
@@ -105,7 +118,10 @@ def _run_animation(data, plan: Plan) -> Result:
         animation = decode_animation(data)
     except DecodeError:
         raise unsupported_source("The animation is corrupt or cannot be decoded.") from None
-    frames = [execute(frame, plan) for frame in animation.frames]
+    frames = []
+    for frame in animation.frames:
+        frames.append(execute(frame, plan))
+        plan.context.deadline.check()
     try:
         body = encode_animation(frames, animation.durations, animation.loop_count, plan.output)
     except EncodeError as exc:
@@ -118,6 +134,7 @@ def execute(img, plan: Plan):
     if plan.reduce > 1:
         ctx.logical_size = plan.size
     for step in plan.steps:
+        ctx.deadline.check()
         img = step.spec.apply(img, step.args, ctx)
         ctx.logical_size = None    # only the first step after a reduced decode sees the full size
     return img

@@ -1,0 +1,107 @@
+"""What a whole pipeline will cost, known from the probe and the plan before any pixel is decoded
+(issue 15), and the deadline that stops work which runs past its time anyway.
+
+Each action declares its own cost (``ActionSpec.cost``: reference milliseconds, the size it hands
+on, scratch bytes); this module adds decode and encode, multiplies by the frames of an animation and
+follows the image's size and bytes through the steps. A request over ``max_transform_ms`` or
+``max_transform_bytes`` is refused with a 400 before it takes a transform slot; the slots then admit
+requests by their estimated peak bytes (throttle.py), and ``transform_deadline_seconds`` bounds the
+wall time of whatever the estimate misjudges (checked between steps, frames and watermark tiles).
+
+The figures are milliseconds of one core of the machine they were measured on (docs/SECURITY.md
+lists them): a budget of 20,000 is about 20 s of one core there.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from ..errors import OssError
+from ..imaging.decode import reduced_size
+from ..imaging.probe import Probe
+from ..ops.base import megapixels
+from .plan import Plan
+
+# Milliseconds per megapixel of one core, measured per format on a 3.8 MP photo-like image:
+# decoding the source, and encoding the output at the configured defaults.
+DECODE_MS = {"jpg": 16, "png": 41, "webp": 27, "avif": 63, "heic": 63, "gif": 57, "tiff": 24, "bmp": 1}
+ENCODE_MS = {"jpg": 6, "png": 152, "webp": 144, "avif": 118, "heic": 118, "gif": 64, "tiff": 70, "bmp": 2}
+OTHER_MS = 60          # a format not listed: as dear as the dearest decoders
+
+
+@dataclass(frozen=True)
+class Estimate:
+    ms: float            # reference milliseconds of one core for the whole request
+    peak_bytes: int      # the most pixel memory it holds at once
+
+    def __str__(self) -> str:
+        return f"{self.ms / 1000:.1f} s of work, {self.peak_bytes / 2**20:.0f} MB"
+
+
+def _bytes(size: tuple[int, int], channels: int, depth: int) -> int:
+    return size[0] * size[1] * channels * depth
+
+
+def estimate(plan: Plan, info: Probe) -> Estimate:
+    """The cost of running ``plan`` on the probed source: decode once, each step in order (each
+    frame, for an animation, all frames held at once), encode once."""
+    frames = info.frames if plan.animate else 1
+    channels = 4 if plan.animate or "A" in info.mode or info.mode in ("P", "PA") else 3
+    depth = 2 if plan.keep_depth and info.mode.startswith("I;16") else 1
+    size = plan.size
+    decoded = reduced_size(size[0], size[1], plan.reduce) if plan.reduce > 1 else size
+    ms = DECODE_MS.get(info.format, OTHER_MS) * megapixels(decoded) * frames
+    held = _bytes(decoded, channels, depth) * frames
+    peak = held
+    ctx = plan.context
+    for step in plan.steps:
+        cost = step.spec.cost(size, step.args, ctx)
+        ms += cost.ms * frames
+        out = _bytes(cost.size, channels, depth) * frames
+        peak = max(peak, held + out + cost.scratch)
+        held, size = out, cost.size
+    if plan.report is None:
+        ms += ENCODE_MS.get(plan.output.format, OTHER_MS) * megapixels(size) * frames
+        peak = max(peak, 2 * held)          # the pixels and an encoded copy as large, at worst
+    return Estimate(ms, peak)
+
+
+def check(plan: Plan, info: Probe, config) -> Estimate:
+    """The estimate, or a 400 when it is over a budget: refused before any work (docs/SECURITY.md)."""
+    cost = estimate(plan, info)
+    if cost.ms > config.max_transform_ms:
+        raise over_budget(f"The process would take about {cost.ms / 1000:.1f} s of work, above this "
+                          f"server's budget of {config.max_transform_ms / 1000:.1f} s.")
+    if cost.peak_bytes > config.max_transform_bytes:
+        raise over_budget(f"The process would hold about {math.ceil(cost.peak_bytes / 2**20)} MB of "
+                          f"pixels, above this server's budget of {config.max_transform_bytes // 2**20} MB.")
+    return cost
+
+
+def over_budget(message: str) -> OssError:
+    # OSS publishes no budget for a pipeline's work; the nearest rule it does publish is the cap on
+    # what one process string may ask (its length, EC 0017-00000288), so the refusal shares its EC.
+    return OssError("InvalidArgument", message, "0017-00000288")
+
+
+class Deadline:
+    """The wall time a transform may take; ``check()`` raises once it has passed, so the work stops
+    between steps and frames instead of running on after its answer. 0 seconds: no deadline."""
+
+    def __init__(self, seconds: float, retry_after: int = 1) -> None:
+        self.seconds = seconds
+        self.retry_after = retry_after
+        self.at = time.monotonic() + seconds if seconds > 0 else math.inf
+
+    def check(self) -> None:
+        if time.monotonic() > self.at:
+            raise deadline_passed(self.seconds, self.retry_after)
+
+
+def deadline_passed(seconds: float, retry_after: int) -> OssError:
+    # 503: the server gave up, the request was not wrong (on a less busy moment the same work may
+    # fit); OSS publishes nothing for this, so the Code is ours and there is no EC.
+    return OssError("ProcessTimeout", f"The image processing took longer than {seconds:g} s and was "
+                    "stopped.", status=503, headers=[("Retry-After", str(retry_after))])
