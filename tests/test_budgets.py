@@ -218,3 +218,52 @@ def test_each_frame_of_an_animation_checks_the_deadline(monkeypatch):
     error = oss_error(get(client, "example.gif", "image/resize,w_100"))
     assert (error["status"], error["Code"]) == (503, "ProcessTimeout")
     assert 1 <= len(frames) < 3, len(frames)             # the GIF has 3 frames: the last never ran
+
+
+# --- on real gunicorn ------------------------------------------------------------------------------
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc."""
+    import os
+
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_the_attacks_leave_gunicorn_workers_idle(tmp_path):
+    """Issue 15's attacks, four at once each, in the x-oss-process header as found: every one is
+    answered 400 at once, and the workers spend almost no CPU on them (they had kept both cores
+    busy for minutes)."""
+    import http.client
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .servers import child_pids, free_port, start_serve, stop, wait_for
+
+    (tmp_path / "data" / "bucket").mkdir(parents=True)
+    tiny_png(tmp_path / "data" / "bucket")
+    port = free_port()
+    proc = start_serve(["--root", str(tmp_path / "data"), "--bind", f"127.0.0.1:{port}",
+                        "--workers", "2", "--threads", "4"], cwd=tmp_path)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/bucket/tiny.png", proc)
+        workers = child_pids(proc.pid)
+        before = sum(cpu_seconds(pid) for pid in workers)
+
+        def attack(process: str) -> tuple[int, bytes]:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                conn.request("GET", "/bucket/tiny.png", headers={"x-oss-process": process})
+                answer = conn.getresponse()
+                return answer.status, answer.read()
+            finally:
+                conn.close()
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(attack, [LONG_BLUR] * 4 + [TILED_MARKS] * 4))
+        assert [status for status, _ in answers] == [400] * 8
+        assert all(b"<EC>0017-00000288</EC>" in body for _, body in answers)
+        spent = sum(cpu_seconds(pid) for pid in workers) - before
+        assert spent < 2.0, f"the workers spent {spent:.1f} s of CPU on refused requests"
+        assert child_pids(proc.pid) == workers                 # no worker died or was replaced
+    finally:
+        stop(proc)
