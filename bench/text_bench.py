@@ -109,9 +109,9 @@ def main() -> int:
     for name, face in table.faces.items():
         if face is not None:
             faces.setdefault((face.path, face.index), (face, []))[1].append(name)
-    print(f"# Text renderers, {platform.machine()}, {os.cpu_count()} cores, Pillow "
+    print(f"Text renderers, {platform.machine()}, {os.cpu_count()} cores, Pillow "
           f"{Image.__version__}, OpenCV {cv2.__version__}")
-    print(f"# string: {TEXT!r}; glyph PSNR against the same renderer at {SCALE}x, reduced with INTER_AREA\n")
+    print(f"String: {TEXT!r}; glyph PSNR against the same renderer at {SCALE}x, reduced with INTER_AREA\n")
     print("| face (OSS names) | size | renderer | ms/string | ms to open | PSNR dB | right face |")
     print("|---|---:|---|---:|---:|---:|---|")
     for face, names in faces.values():
