@@ -68,3 +68,16 @@ def test_stopping_a_peer_stops_every_process_it_forked(tmp_path):
     child = int(pid_file.read_text())
     server.stop()
     assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
+
+
+def test_text_renderer_benchmark_smoke():
+    """bench/text_bench.py runs and prints both renderers for every face behind an OSS font name."""
+    from imgmiddleware.imaging.fonts import FONT_NAMES
+
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "text_bench.py"), "--runs", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "renderer" not in line]
+    assert len([r for r in rows if "Pillow FreeType" in r]) == len([r for r in rows if "OpenCV FontFace" in r])
+    for name in FONT_NAMES:
+        assert any(name in row for row in rows), name
