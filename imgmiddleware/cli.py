@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import ipaddress
 import itertools
 import os
 import sys
@@ -198,6 +199,24 @@ def log_fonts(config: Config, handlers: list | None = None) -> None:
     font_table_for(config)
 
 
+def exposure_warning(bind: str) -> str | None:
+    """A warning when ``bind`` reaches beyond this machine. gunicorn's threads read a request's head
+    and body as they trickle in, so a few clients that send slowly can hold every thread (issue 15);
+    on loopback only a local front (nginx, a CDN's agent) reaches the server."""
+    if bind.startswith(("unix:", "fd://")):
+        return None
+    host = bind.rsplit(":", 1)[0].strip("[]") if ":" in bind else bind
+    try:
+        local = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        local = host == "localhost"
+    if local:
+        return None
+    return (f"WARNING: imgmiddleware is bound to {bind}, beyond loopback: unless a front that buffers "
+            "requests stands before it (nginx with deploy/nginx-front.conf, which also times out slow "
+            "clients), clients that send slowly can hold every worker thread.")
+
+
 def serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
@@ -209,6 +228,9 @@ def serve(args: argparse.Namespace) -> int:
                  ("bind", "workers", "threads", "timeout", "max_requests", "upstream")
                  if getattr(args, name, None) is not None}
     config = config.replace(**overrides)
+    warning = exposure_warning(config.bind)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     static = args.static is not None
     root = args.static if static else args.root
     if not static and not config.upstream:

@@ -287,3 +287,17 @@ def test_serve_root_without_images_says_so(tmp_path):
         assert "no images" in serving_line and "try:" not in serving_line
         assert not served.urls()
         assert any(line.endswith("/_viewer/?bucket=docs") for line in served.lines), served.lines
+
+
+@pytest.mark.parametrize("bind, warns", [
+    ("127.0.0.1:8080", False), ("[::1]:8080", False), ("localhost:8080", False),
+    ("unix:/run/imgmiddleware.sock", False), ("0.0.0.0:8080", True), ("[::]:8080", True),
+    ("192.0.2.10:8080", True), ("example.com:80", True)])
+def test_serve_warns_when_bound_beyond_loopback(bind, warns):
+    """Slow clients can hold gunicorn's threads; only a front that buffers requests protects them."""
+    from imgmiddleware.cli import exposure_warning
+
+    warning = exposure_warning(bind)
+    assert bool(warning) is warns
+    if warns:
+        assert bind in warning and "deploy/nginx-front.conf" in warning
