@@ -2,11 +2,17 @@
 
 EXIF orientation is never applied here (IMREAD_IGNORE_ORIENTATION): the pipeline applies it itself,
 so it can be switched off with auto-orient,0 and so the planner knows the geometry.
+
+A decoder that fails on the source's bytes -- OpenCV returning nothing or raising ``cv2.error``, Pillow
+or pillow-heif raising -- is a DecodeError (the client's 400, corrupt source): :func:`decoding` wraps
+each decoder call and nothing else, so a ``cv2.error`` from our own work on pixels that decoded fine
+(``to_bgr``, colour conversion, the actions) stays a bug, a logged 500.
 """
 
 from __future__ import annotations
 
 import io
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import cv2
@@ -14,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from . import colour, heif, jpeg_scans
+from .probe import PILLOW_BOMB, PILLOW_ERRORS, too_many_pixels
 
 REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
                  8: cv2.IMREAD_REDUCED_COLOR_8}
@@ -21,6 +28,24 @@ REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMRE
 
 class DecodeError(Exception):
     pass
+
+
+# OpenCV raises cv2.error from inside imdecode/imdecodeanimation on some inputs instead of returning
+# nothing: e.g. a size over its own CV_IO_MAX_IMAGE_PIXELS (1 Gpx) that our limits let through when
+# an operator raised them, checked outside libtiff/libpng's error handling.
+DECODER_ERRORS = (cv2.error, *PILLOW_ERRORS)
+
+
+@contextmanager
+def decoding(what: str = "image"):
+    """Around one decoder call: its failure on the bytes is a DecodeError; Pillow's bomb guard is
+    TooManyPixels (too large), as in the probe."""
+    try:
+        yield
+    except PILLOW_BOMB as exc:
+        raise too_many_pixels(exc) from None
+    except DECODER_ERRORS as exc:
+        raise DecodeError(f"The {what} could not be decoded.") from exc
 
 
 def reduced_size(width: int, height: int, factor: int) -> tuple[int, int]:
@@ -32,7 +57,8 @@ def decode_source(data: bytes | memoryview, info, reduce: int = 1, keep_16bit: b
                   ) -> np.ndarray:
     """Pixels of a probed source in sRGB, as BGR or BGRA: the one way every source is decoded."""
     if info.format == "heic":
-        img = heif.decode(data)
+        with decoding():   # libheif's errors; the RGB->BGR swap inside can only fail on its output
+            img = heif.decode(data)
     elif info.format == "jpg" and info.is_cmyk:
         return colour.cmyk_to_bgr(_pillow_jpeg(data, "CMYK", reduce), info.icc_profile)
     else:
@@ -43,13 +69,11 @@ def decode_source(data: bytes | memoryview, info, reduce: int = 1, keep_16bit: b
 def _pillow_jpeg(data: bytes | memoryview, mode: str, reduce: int) -> Image.Image:
     """OpenCV converts CMYK/YCCK to BGR naively and cannot return the inks; Pillow can, with the
     same DCT scaling for shrink-on-load."""
-    try:
+    with decoding():
         im = Image.open(io.BytesIO(data))
         if reduce > 1:
             im.draft(mode, reduced_size(im.width, im.height, reduce))
         im.load()
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DecodeError("The image could not be decoded.") from exc
     return im
 
 
@@ -59,11 +83,12 @@ def decode(data: bytes | memoryview, fmt: str, reduce: int = 1, keep_16bit: bool
         # A progressive JPEG at 1/8 needs little more than its DC scans: same pixels, much faster.
         data = jpeg_scans.dc_only_stream(data) or data
     buf = np.frombuffer(data, dtype=np.uint8)  # a view, not a copy
-    if fmt == "jpg":
-        img = cv2.imdecode(buf, REDUCED_FLAGS[reduce] | cv2.IMREAD_IGNORE_ORIENTATION)
-    else:
-        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)  # keeps alpha; UNCHANGED ignores orientation
-    if img is None:
+    with decoding():
+        if fmt == "jpg":
+            img = cv2.imdecode(buf, REDUCED_FLAGS[reduce] | cv2.IMREAD_IGNORE_ORIENTATION)
+        else:
+            img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)  # keeps alpha; UNCHANGED ignores orientation
+    if img is None or img.size == 0:
         raise DecodeError("The image could not be decoded.")
     return to_bgr(img, keep_16bit)
 
@@ -78,7 +103,8 @@ class Frames:
 
 def decode_animation(data: bytes | memoryview) -> Frames:
     """All frames of an animated GIF or WebP (OpenCV 5's Animation API), decoded once."""
-    ok, animation = cv2.imdecodeanimation(np.frombuffer(data, dtype=np.uint8))
+    with decoding("animation"):
+        ok, animation = cv2.imdecodeanimation(np.frombuffer(data, dtype=np.uint8))
     if not ok or not animation.frames:
         raise DecodeError("The animation could not be decoded.")
     return Frames([to_bgr(frame) for frame in animation.frames],

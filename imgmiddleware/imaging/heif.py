@@ -27,6 +27,8 @@ if AVAILABLE:
 def decode(data: bytes | memoryview) -> np.ndarray:
     heif = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=True)
     pixels = np.asarray(heif)
+    if pixels.ndim == 2 or pixels.shape[2] == 1:      # a grey HEIC (mode L): BGR like other sources
+        return cv2.cvtColor(pixels.reshape(pixels.shape[:2]), cv2.COLOR_GRAY2BGR)
     code = cv2.COLOR_RGBA2BGRA if pixels.shape[2] == 4 else cv2.COLOR_RGB2BGR
     return cv2.cvtColor(pixels, code)
 

@@ -7,7 +7,10 @@ here. That is what lets limits be enforced before any decoding work (spec §2).
 from __future__ import annotations
 
 import io
+import re
 import struct
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -22,6 +25,25 @@ OSS_FORMAT = {
     "TIFF": "tiff", "AVIF": "avif", "HEIF": "heic",
 }
 
+# Only GIF and WebP animate on OSS (spec §2). Every other format is a still image, its first frame or
+# page, whatever else the file holds: a multi-page TIFF, an MPO's second picture, an APNG's frames, an
+# image sequence in AVIF/HEIF. So only these two formats count frames (frames are 1 for the others):
+# the planner then never treats a TIFF as an animation, and no limit counts pages that are never read.
+ANIMATED_SOURCES = frozenset({"gif", "webp"})
+
+# What Pillow (and pillow-heif) raise on bytes they cannot read: a source that is unsupported,
+# truncated or corrupt, the client's 400 (EC 0040-00000005), never a 500. Pillow's plugins raise all
+# of these while parsing hostile headers: OSError (UnidentifiedImageError, "truncated"), EOFError,
+# SyntaxError ("not a PNG file"), ValueError, struct.error, TypeError, IndexError/KeyError
+# (LookupError), ZeroDivisionError/OverflowError (ArithmeticError), NotImplementedError (a DDS pixel
+# format Pillow does not decode; RuntimeError covers it and RecursionError). MemoryError is left out
+# on purpose: running out of memory is the server's failure, not a property of the bytes.
+# The decompression-bomb guard is the one Pillow failure that means "too large" (see allow_pixels).
+# decode.py maps decoder failures with the same tuple, so this is the one list of them.
+PILLOW_ERRORS = (OSError, EOFError, SyntaxError, ValueError, struct.error, TypeError, LookupError,
+                 ArithmeticError, RuntimeError)
+PILLOW_BOMB = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+
 ORIENTATION_TAG = 0x0112
 
 
@@ -30,7 +52,65 @@ class ProbeError(Exception):
 
 
 class TooManyPixels(ProbeError):
-    pass
+    """Pillow's decompression-bomb guard refused the header; ``pixels`` is the size it read (None when
+    its message did not say)."""
+
+    def __init__(self, message: str, pixels: int | None = None) -> None:
+        super().__init__(message)
+        self.pixels = pixels
+
+
+_BOMB_SIZE = re.compile(r"\((\d+) pixels\)")
+
+
+def too_many_pixels(exc: BaseException) -> TooManyPixels:
+    """TooManyPixels for Pillow's DecompressionBombError (or its warning, under ``-W error``)."""
+    found = _BOMB_SIZE.search(str(exc))
+    return TooManyPixels(str(exc), int(found.group(1)) if found else None)
+
+
+@contextmanager
+def reading(data: bytes | memoryview = b""):
+    """Run Pillow on a source: the one place that says what its exceptions mean to the client.
+
+    Pillow's bomb guard -> TooManyPixels (too large); everything in PILLOW_ERRORS -> ProbeError
+    (unsupported or corrupt). Anything else (MemoryError, a bug of ours) goes on to be a 500."""
+    try:
+        yield
+    except ProbeError:
+        raise
+    except PILLOW_BOMB as exc:
+        raise too_many_pixels(exc) from None
+    except PILLOW_ERRORS as exc:
+        if not heif.AVAILABLE and sniff_heif(bytes(data[:16])):
+            raise ProbeError(f"HEIC/HEIF sources need {heif.EXTRA_HINT}.") from None
+        if isinstance(exc, (UnidentifiedImageError, NotImplementedError)):
+            raise ProbeError("The image format is not supported.") from exc
+        raise ProbeError("The image is corrupt or its format is not supported.") from exc
+
+
+# Pillow's decompression-bomb guard is a module global (Image.MAX_IMAGE_PIXELS, 89.5 MP by default:
+# a warning above it, DecompressionBombError above twice it, i.e. 179 MP). Left alone it refuses
+# sources of 179-250 MP that OSS (and our Config.max_source_pixels) allow, with Pillow's numbers in
+# the message. It cannot be set per call (Image.open takes no limit) and other threads -- ours and
+# the host application's -- read it at any time, so it is never lowered and never switched off here:
+# each probe only raises it, under a lock, to at least the caller's pixel limit. In effect it is set
+# once to the largest configured limit. Our own check (process/engine.check_source_limits, on the
+# header, before any decode) stays the real limit; Pillow's guard then only fires on headers far
+# above it (more than twice the limit), which are refused as too large with the size Pillow read.
+# A host that set MAX_IMAGE_PIXELS = None (no guard) keeps it so.
+_GUARD_LOCK = threading.Lock()
+
+
+def allow_pixels(limit: int) -> None:
+    """Make Pillow's bomb guard accept every image of up to ``limit`` pixels (see above)."""
+    current = Image.MAX_IMAGE_PIXELS
+    if current is None or current >= limit:
+        return
+    with _GUARD_LOCK:
+        current = Image.MAX_IMAGE_PIXELS
+        if current is not None and current < limit:
+            Image.MAX_IMAGE_PIXELS = limit
 
 
 @dataclass(frozen=True)
@@ -79,22 +159,23 @@ def sniff_heif(data: bytes) -> bool:
     return data[4:8] == b"ftyp" and data[8:12] in (b"heic", b"heix", b"hevc", b"hevx", b"mif1", b"msf1")
 
 
-def probe(data: bytes | memoryview) -> Probe:
-    try:
+def probe(data: bytes | memoryview, max_pixels: int | None = None) -> Probe:
+    """The header of ``data``, or ProbeError (TooManyPixels for Pillow's bomb guard). ``max_pixels`` is
+    the caller's own pixel limit (Config.max_source_pixels): Pillow's guard is raised to it first, so
+    that only the caller's limit decides what is too large (see allow_pixels)."""
+    if max_pixels is not None:
+        allow_pixels(max_pixels)
+    with reading(data):
         im = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as exc:
-        raise TooManyPixels(str(exc)) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        if sniff_heif(bytes(data[:16])):
-            raise ProbeError(f"HEIC/HEIF sources need {heif.EXTRA_HINT}.") from None
-        raise ProbeError("The image format is not supported.") from exc
-    fmt = OSS_FORMAT.get(im.format or "")
-    if fmt is None:
-        raise ProbeError(f"The image format {im.format} is not supported.")
-    try:
-        frames = int(getattr(im, "n_frames", 1) or 1)
-    except Exception:  # a truncated animation: count what Pillow could read
-        frames = 1
+        fmt = OSS_FORMAT.get(im.format or "")
+        if fmt is None:
+            raise ProbeError(f"The image format {im.format} is not supported.")
+        width, height, mode = im.width, im.height, im.mode
+        quant = getattr(im, "quantization", None) or {}
+        quantization = tuple(tuple(quant[k]) for k in sorted(quant))
+        progressive = bool(im.info.get("progressive") or im.info.get("progression"))
+        icc_profile = im.info.get("icc_profile") or None
+    frames = count_frames(im) if fmt in ANIMATED_SOURCES else 1
     exif = read_exif(im, data)
     try:
         orientation = int(exif.get(ORIENTATION_TAG, 1))
@@ -102,19 +183,25 @@ def probe(data: bytes | memoryview) -> Probe:
         orientation = 1
     if not 1 <= orientation <= 8:
         orientation = 1
-    quant = getattr(im, "quantization", None) or {}
     return Probe(
         format=fmt,
-        width=im.width,
-        height=im.height,
+        width=width,
+        height=height,
         frames=frames,
         orientation=orientation,
-        mode=im.mode,
-        progressive=bool(im.info.get("progressive") or im.info.get("progression")),
-        quantization=tuple(tuple(quant[k]) for k in sorted(quant)),
-        icc_profile=im.info.get("icc_profile") or None,
+        mode=mode,
+        progressive=progressive,
+        quantization=quantization,
+        icc_profile=icc_profile,
         exif=exif,
     )
+
+
+def count_frames(im: Image.Image) -> int:
+    try:
+        return max(1, int(getattr(im, "n_frames", 1) or 1))
+    except Exception:  # a truncated animation: its first frame is what can be read
+        return 1
 
 
 def read_exif(im: Image.Image, data: bytes | memoryview) -> Image.Exif:

@@ -26,24 +26,41 @@ class Result:
 
 
 def check_source_limits(info: Probe, size: int, config) -> None:
-    """Spec §2, on the header alone: bytes, sides, pixels (frames counted)."""
+    """Spec §2, on the header alone: bytes, sides, pixels (frames counted). Each message names the
+    source's own figure and the limit it is over."""
     if size > config.max_source_bytes:
-        raise source_too_large(f"The image is larger than {config.max_source_bytes} bytes.")
+        raise source_too_large(f"The image is {size} bytes, larger than the limit of "
+                               f"{config.max_source_bytes} bytes.")
     if info.frames > config.max_frames:
-        raise source_too_large(f"The image has more than {config.max_frames} frames.")
+        raise source_too_large(f"The image has {info.frames} frames, more than the limit of "
+                               f"{config.max_frames}.")
     if max(info.width, info.height) > config.max_source_side:
-        raise source_too_large(f"The image side exceeds {config.max_source_side} pixels.")
+        raise source_too_large(f"The image is {info.width} x {info.height} pixels: a side is larger "
+                               f"than the limit of {config.max_source_side} pixels.")
     if info.pixels > config.max_source_pixels:
-        raise source_too_large(f"The image exceeds {config.max_source_pixels} pixels (frames counted).")
+        frames = f" x {info.frames} frames" if info.frames > 1 else ""    # OSS counts frames
+        raise source_too_large(f"The image has {info.pixels} pixels ({info.width} x {info.height}"
+                               f"{frames}), more than the limit of {config.max_source_pixels}.")
+
+
+def source_error(exc: Exception, config) -> OssError:
+    """The one mapping from a source we cannot read to OSS's answer (docs/COMPATIBILITY.md 9, 10):
+    too many pixels for Pillow's bomb guard -> ImageTooLarge (EC 0040-00000009); unsupported or
+    corrupt, at the probe (ProbeError) or at the decoder (DecodeError, cv2.error included) ->
+    400 BadRequest (EC 0040-00000005). imaging/probe.py says which library exceptions are which."""
+    if isinstance(exc, TooManyPixels):
+        found = f"The image has {exc.pixels} pixels" if exc.pixels else "The image has too many pixels"
+        return source_too_large(f"{found}, more than the limit of {config.max_source_pixels}.")
+    if isinstance(exc, DecodeError):
+        return unsupported_source("The image is corrupt or cannot be decoded.")
+    return unsupported_source(str(exc) or "The image format is not supported.")
 
 
 def inspect(data: bytes | memoryview, config) -> Probe:
     try:
-        info = probe(data)
-    except TooManyPixels:
-        raise source_too_large(f"The image exceeds {config.max_source_pixels} pixels.") from None
+        info = probe(data, config.max_source_pixels)
     except ProbeError as exc:
-        raise unsupported_source(str(exc)) from None
+        raise source_error(exc, config) from None
     check_source_limits(info, len(data), config)
     return info
 
@@ -61,6 +78,8 @@ def load_image(data: bytes | memoryview, config, formats: frozenset, orient: boo
                        "0040-00000027")
     try:
         img = decode_source(data, info)
+    except TooManyPixels as exc:
+        raise source_error(exc, config) from None
     except DecodeError:
         raise OssError("WatermarkError", "The watermark image cannot be decoded.",
                        "0040-00000027") from None
@@ -94,8 +113,8 @@ def _work(plan: Plan, data, info: Probe) -> Result:
         return _run_animation(data, plan)
     try:
         img = decode_source(data, info, plan.reduce, plan.keep_depth)
-    except DecodeError:
-        raise unsupported_source("The image is corrupt or cannot be decoded.") from None
+    except (DecodeError, TooManyPixels) as exc:
+        raise source_error(exc, plan.context.config) from None
     if plan.auto_orient:
         img = apply_orientation(img, info.orientation)
     img = execute(img, plan)
@@ -116,8 +135,8 @@ def _run_animation(data, plan: Plan) -> Result:
     """Every frame through the same steps (all of them keep animation), one animated encode."""
     try:
         animation = decode_animation(data)
-    except DecodeError:
-        raise unsupported_source("The animation is corrupt or cannot be decoded.") from None
+    except (DecodeError, TooManyPixels) as exc:
+        raise source_error(exc, plan.context.config) from None
     frames = []
     for frame in animation.frames:
         frames.append(execute(frame, plan))
