@@ -42,3 +42,11 @@ def on_starting(server):
     from imgmiddleware.cli import load_config, log_fonts
 
     log_fonts(load_config(os.environ.get("IMGMW_CONFIG")), server.log.error_log.handlers)
+
+# gunicorn 25.1+ opens a control socket for gunicornc at one path per user ($XDG_RUNTIME_DIR or
+# ~/.gunicorn/gunicorn.ctl): a second instance on the host takes it over, and removes it when it
+# stops. None here, unless IMGMW_CONTROL_SOCKET names this instance's own path (as for
+# `imgmiddleware serve`); older gunicorns ignore both settings.
+control_socket_disable = not os.environ.get("IMGMW_CONTROL_SOCKET")
+if not control_socket_disable:
+    control_socket = os.environ["IMGMW_CONTROL_SOCKET"]

@@ -254,8 +254,15 @@ def serve(args: argparse.Namespace) -> int:
                 "max_requests_jitter": config.max_requests_jitter, "post_fork": post_fork,
                 "when_ready": lambda server: print_urls(server, root, static, config.upstream,
                                                         config.viewer_path),
+                # gunicorn 25.1+ opens a control socket for gunicornc at one path per user
+                # (~/.gunicorn/gunicorn.ctl): a second instance on the host takes it over, and removes
+                # it when it stops. None, unless IMGMW_CONTROL_SOCKET names this instance's own.
+                "control_socket_disable": not os.environ.get("IMGMW_CONTROL_SOCKET"),
+                "control_socket": os.environ.get("IMGMW_CONTROL_SOCKET") or None,
             }
             for name, value in settings.items():
+                if name.startswith("control_socket") and (value is None or name not in self.cfg.settings):
+                    continue   # no path of its own (disabled), or a gunicorn before 25.1 (none at all)
                 self.cfg.set(name, value)
 
         def load(self):

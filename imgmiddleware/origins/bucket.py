@@ -11,16 +11,33 @@ attribute ``user.imgmw.meta``, written to the temporary file before the rename: 
 metadata of the very file it opened, so a concurrent PUT shows it the old object or the new one, never
 a mix, and never the new body with a guessed Content-Type. Where the file system has no user
 extended attributes, it lives beside the data under ``root/.imgmw/meta/`` (no bucket can be named
-``.imgmw``). Either way it is keyed to the data file's identity (inode, mtime, size). Files dropped
+``.imgmw``), or, where that name cannot be a file (``x`` and ``x.json/y`` want a file and a directory
+of one name there; a name too long), under ``root/.imgmw/keyed/`` by the key's SHA-256. Either way it
+is keyed to the data file's identity (inode, mtime, size), so a stale one is never taken. Files dropped
 into a bucket directory by hand are served too; their ETag is computed on first read and remembered
 in that sidecar (the file itself is left untouched).
+
+OSS's namespace is flat, a directory tree is not: ``a`` and ``a/b`` can both be objects, a key may have
+a segment longer than the file system's NAME_MAX (OSS limits only the whole key, 1023 bytes), or an
+empty segment (``a//b``). An object whose own path cannot hold it (a file where a directory is needed,
+a non-empty directory where the file should be, a segment too long, a name like a PUT in flight) is
+stored under ``root/.imgmw/spill/<bucket>/<sha256 of the key>/``: the data in ``object``, the key in
+``key``. GET, HEAD and DELETE look at the key's own path first, then at its spill entry; ListObjects
+merges both, so it lists the real keys in order. DELETE removes the directories it leaves empty (up to
+the bucket's, never above), and a PUT of a name that is an empty directory replaces it. A key over
+1023 bytes is OSS's 400 InvalidObjectName (EC 0016-00000003); '.' and '..' segments are refused (a
+second name for another file). Any other error of the disk is an OSS XML error: 507
+InsufficientStorage when it is full, 500 InternalError otherwise (logged with the errno, the path and
+the request id; the client gets neither path nor traceback).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import ipaddress
 import json
+import logging
 import mimetypes
 import os
 import re
@@ -49,6 +66,17 @@ ACLS = ("private", "public-read", "public-read-write")
 CHUNK = 1 << 20
 MAX_KEYS = 1000                      # OSS: max-keys 1..1000, 100 when absent
 PUT_TEMP = re.compile(r"\.put-[A-Za-z0-9_]{8}\Z")   # a PUT in flight (tempfile.mkstemp's names)
+MAX_KEY_BYTES = 1023                 # OSS: 1 to 1023 bytes of UTF-8; no limit on a segment
+SPILL = "spill"                      # root/.imgmw/spill/<bucket>/<sha256 of key>/{key,object}
+KEYED_META = "keyed"                 # root/.imgmw/keyed/<bucket>/<sha256 of key>.json
+# What stops a key from living at its own path: a file where a directory is needed (ENOTDIR,
+# EEXIST), a directory where the file is needed (EISDIR, ENOTEMPTY), a path over PATH_MAX.
+BLOCKED = frozenset({errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.ENOTEMPTY, errno.ENAMETOOLONG})
+ABSENT = BLOCKED | {errno.ENOENT}
+FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+RETRIES = 5                          # a PUT racing a DELETE that removes the directory it just made
+
+log = logging.getLogger("imgmiddleware.bucket")
 
 
 @dataclass(frozen=True)
@@ -56,6 +84,28 @@ class Located:
     bucket: str
     key: str
     virtual_host: bool
+
+
+@dataclass(frozen=True)
+class Stored:
+    """Where one key of a bucket lives: its own path in the bucket's tree (``natural``; None when the
+    name can never be a path there), else its spill entry."""
+    bucket: str
+    key: str
+    natural: Path | None
+    entry: Path
+
+    @property
+    def spilled(self) -> Path:
+        return self.entry / "object"
+
+
+class _ClientBodyError(Exception):
+    """Reading the request body failed: the client's connection, not the disk. Re-raised as it was."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _is_ip_or_localhost(host: str) -> bool:
@@ -80,7 +130,7 @@ class BucketAddressing:
         path = wsgi_to_key(environ.get("PATH_INFO", "") or "/")
         first = host.split(".", 1)[0]
         if not environ.get(PATH_STYLE) and not _is_ip_or_localhost(host) and "." in host \
-                and BUCKET_NAME.match(first) and (self.root / first).is_dir():
+                and BUCKET_NAME.match(first) and _is_dir(self.root / first):
             return Located(first, path[1:], True)
         bucket, _, key = path[1:].partition("/")
         return Located(bucket, key, False)
@@ -113,13 +163,19 @@ class BucketApp:
         self.acl = dict(acl or {})
         self.default_acl = default_acl
         self.styles = styles
+        self._name_max: dict[str, int] = {}
 
     # --- WSGI ---------------------------------------------------------------------------------------
 
     def __call__(self, environ, start_response):
         request_id = new_request_id()
         try:
-            response = self._dispatch(environ, request_id)
+            try:
+                response = self._dispatch(environ, request_id)
+            except _ClientBodyError as gone:
+                raise gone.error from None      # the client's connection: the server's to handle
+            except OSError as failure:
+                raise storage_error(failure, request_id, environ) from None
         except OssError as err:
             status, headers, body = err.to_response(request_id, environ.get("HTTP_HOST", ""))
             start_response(status, headers)
@@ -145,16 +201,16 @@ class BucketApp:
                 self._allow(where.bucket, principal, write=False)
                 return self._list_objects(where.bucket, bucket_dir, dict(reversed(query)))
             raise OssError("NotImplemented", "Bucket operations other than styles and listing are not supported.")
-        path = self._object_path(bucket_dir, where.key)
+        stored = self._object_path(bucket_dir, where.key)
         if method in ("GET", "HEAD"):
             self._allow(where.bucket, principal, write=False)
-            return self._get(environ, where, path)
+            return self._get(environ, where, stored)
         if method == "PUT":
             self._allow(where.bucket, principal, write=True)
-            return self._put(environ, where, path)
+            return self._put(environ, where, stored)
         if method == "DELETE":
             self._allow(where.bucket, principal, write=True)
-            self._delete(where, path)
+            self._delete(where, stored)
             return Response(status=204)
         if method == "POST":
             raise OssError("InvalidArgument", f"operation not support post: {_query_names(query)}")
@@ -184,19 +240,48 @@ class BucketApp:
 
     def _bucket_dir(self, bucket: str) -> Path:
         path = self.root / bucket
-        if not BUCKET_NAME.match(bucket) or not path.is_dir():
+        if not BUCKET_NAME.match(bucket) or not _is_dir(path):
             raise OssError("NoSuchBucket", "The specified bucket does not exist.", "0015-00000101",
                            BucketName=bucket)
         return path
 
-    @staticmethod
-    def _object_path(bucket_dir: Path, key: str) -> Path:
-        if "\0" in key or key.endswith("/") or len(key.encode("utf-8")) > 1023:
+    def _object_path(self, bucket_dir: Path, key: str) -> Stored:
+        """Where ``key`` lives, or InvalidObjectName: NUL, a trailing or leading '/', a '.' or '..'
+        segment (never outside the bucket, and never two names for one file), over 1023 bytes."""
+        if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+            raise OssError("InvalidObjectName", "The Length of Object name must be less than 1024.",
+                           "0016-00000003", status=400)
+        segments = key.split("/")
+        if "\0" in key or key.startswith("/") or key.endswith("/") or \
+                any(s in (".", "..") for s in segments) or safe_join(str(bucket_dir), key) is None:
             raise OssError("InvalidObjectName", "The specified object is not valid.", status=400)
-        joined = safe_join(str(bucket_dir), key)
-        if joined is None:                  # '..' or an absolute path: never outside root
-            raise OssError("InvalidObjectName", "The specified object is not valid.", status=400)
-        return Path(joined)
+        entry = self.root / META_DIR / SPILL / bucket_dir.name / _digest(key)
+        name_max = self._name_max_of(bucket_dir)
+        if "" in segments or PUT_TEMP.match(segments[-1]) or \
+                any(len(os.fsencode(s)) > name_max for s in segments):
+            return Stored(bucket_dir.name, key, None, entry)
+        return Stored(bucket_dir.name, key, bucket_dir.joinpath(*segments), entry)
+
+    def _name_max_of(self, directory: Path) -> int:
+        """The longest file name (bytes) the file system of ``directory`` takes (255 nearly everywhere)."""
+        found = self._name_max.get(str(directory))
+        if found is None:
+            try:
+                found = os.pathconf(directory, "PC_NAME_MAX")
+            except (OSError, ValueError, AttributeError):
+                found = 255
+            self._name_max[str(directory)] = found = max(14, min(found, 4096))
+        return found
+
+    def _meta_paths(self, stored: Stored) -> list[Path]:
+        """Where a sidecar of the key's metadata may be, in the order they are tried: beside the data
+        under .imgmw/meta/ when the key is a path and the name fits, then by the key's digest."""
+        paths = []
+        if stored.natural is not None:
+            name_max = self._name_max_of(self.root / stored.bucket)
+            if len(os.fsencode(stored.natural.name + ".json")) <= name_max:
+                paths.append(self._meta_path(stored.bucket, stored.key))
+        return paths + [self.root / META_DIR / KEYED_META / stored.bucket / (_digest(stored.key) + ".json")]
 
     def _meta_path(self, bucket: str, key: str) -> Path:
         return self.root / META_DIR / "meta" / bucket / (key + ".json")
@@ -206,13 +291,23 @@ class BucketApp:
     def _no_such_key(self, where: Located) -> OssError:
         return OssError("NoSuchKey", "The specified key does not exist.", "0026-00000001", Key=where.key)
 
-    def _get(self, environ, where: Located, path: Path):
+    @staticmethod
+    def _open(stored: Stored):
+        """The key's data opened for reading (its own path first, then its spill entry), or None."""
+        for path in ((stored.natural,) if stored.natural is not None else ()) + (stored.spilled,):
+            try:
+                return open(path, "rb")
+            except OSError as err:
+                if err.errno not in ABSENT:
+                    raise
+        return None
+
+    def _get(self, environ, where: Located, stored: Stored):
+        handle = self._open(stored)
+        if handle is None:
+            raise self._no_such_key(where)
         try:
-            handle = open(path, "rb")
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise self._no_such_key(where) from None
-        try:
-            meta = self._meta_for(where, handle)
+            meta = self._meta_for(stored, handle)
         except Exception:
             handle.close()
             raise
@@ -236,7 +331,7 @@ class BucketApp:
         response.headers["x-oss-storage-class"] = "Standard"
         return response
 
-    def _meta_for(self, where: Located, handle) -> dict:
+    def _meta_for(self, stored: Stored, handle) -> dict:
         """The metadata of the file behind ``handle``: from the sidecar when it describes this very
         file, else computed from the open file (and remembered)."""
         st = os.fstat(handle.fileno())
@@ -244,41 +339,91 @@ class BucketApp:
         meta = _read_xattr(handle.fileno())
         if meta is not None and meta.get("identity") == identity:
             return meta
-        meta_path = self._meta_path(where.bucket, where.key)
-        try:
-            meta = json.loads(meta_path.read_text("utf-8"))
-            if meta.get("identity") == identity:
-                return meta
-        except (OSError, ValueError):
-            pass
+        for meta_path in self._meta_paths(stored):
+            try:
+                meta = json.loads(meta_path.read_text("utf-8"))
+                if meta.get("identity") == identity:
+                    return meta
+            except (OSError, ValueError):
+                pass
         digest = hashlib.md5()
         while chunk := handle.read(CHUNK):
             digest.update(chunk)
         handle.seek(0)
         meta = {"identity": identity, "etag": digest.hexdigest().upper(),
-                "content_type": mimetypes.guess_type(where.key)[0] or "application/octet-stream",
+                "content_type": mimetypes.guess_type(stored.key)[0] or "application/octet-stream",
                 "mtime": st.st_mtime, "user_meta": {}}
-        try:   # files by hand stay untouched; remembering is optional
-            _write_atomically(meta_path, json.dumps(meta).encode("utf-8"))
+        try:   # files by hand stay untouched; remembering is optional (a full or read-only disk)
+            self._write_meta(stored, json.dumps(meta).encode("utf-8"))
         except OSError:
-            pass   # e.g. keys "x" and "x.json/y": the sidecar of one is a directory of the other's
+            pass
         return meta
 
-    def _put(self, environ, where: Located, path: Path):
+    def _write_meta(self, stored: Stored, data: bytes) -> None:
+        """The sidecar, beside the data when it can be (keys "x" and "x.json/y" would want a file and
+        a directory of one name there), else by the key's digest."""
+        paths = self._meta_paths(stored)
+        for meta_path in paths:
+            try:
+                _write_atomically(meta_path, data)
+                return
+            except OSError as err:
+                if err.errno not in BLOCKED or meta_path == paths[-1]:
+                    raise
+
+    def _target(self, stored: Stored) -> Path:
+        """The file a PUT renames its upload to, its directory made: the key's own path when the tree
+        allows it (an empty directory of that name, left by hand or by an older version, is removed),
+        else its spill entry."""
+        if stored.natural is not None:
+            try:
+                stored.natural.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.rmdir(stored.natural)       # only ever an empty directory
+                except OSError as err:
+                    if err.errno not in (errno.ENOENT, errno.ENOTDIR):
+                        raise
+                return stored.natural
+            except OSError as err:
+                if err.errno not in BLOCKED:
+                    raise
+        stored.entry.mkdir(parents=True, exist_ok=True)
+        self._write_key(stored)
+        return stored.spilled
+
+    @staticmethod
+    def _write_key(stored: Stored) -> None:
+        """The spill entry's ``key`` file, which ListObjects reads (the entry's name is a digest)."""
+        if not (stored.entry / "key").is_file():
+            _write_atomically(stored.entry / "key", stored.key.encode("utf-8", "surrogatepass"))
+
+    def _upload(self, stored: Stored) -> tuple[Path, int, str]:
+        """(target, fd, temp): a temporary file beside where the object will be renamed to."""
+        for attempt in range(RETRIES):
+            try:
+                target = self._target(stored)
+                fd, temp = tempfile.mkstemp(prefix=".put-", dir=target.parent)
+                return target, fd, temp
+            except FileNotFoundError:           # a DELETE pruned a directory just made: again
+                if attempt == RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _put(self, environ, where: Located, stored: Stored):
         from werkzeug.wrappers import Response
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_dir():
-            raise OssError("InvalidObjectName", "The specified object is not valid.", status=400)
         stream = environ["wsgi.input"]
         length = environ.get("CONTENT_LENGTH")
         remaining = int(length) if length else None
         digest = hashlib.md5()
-        fd, temp = tempfile.mkstemp(prefix=".put-", dir=path.parent)
+        target, fd, temp = self._upload(stored)
         try:
             with os.fdopen(fd, "wb") as out:
                 while remaining is None or remaining > 0:
-                    chunk = stream.read(CHUNK if remaining is None else min(CHUNK, remaining))
+                    try:
+                        chunk = stream.read(CHUNK if remaining is None else min(CHUNK, remaining))
+                    except Exception as err:
+                        raise _ClientBodyError(err) from err
                     if not chunk:
                         break
                     digest.update(chunk)
@@ -304,23 +449,48 @@ class BucketApp:
                     or "application/octet-stream", "mtime": st.st_mtime, "user_meta": user_meta}
             data = json.dumps(meta).encode("utf-8")
             on_file = _write_xattr(temp, data)      # travels with the file through the rename
-            os.replace(temp, path)           # atomic: readers see the old file or the new one
+            target = self._rename(temp, target, stored)   # atomic: readers see the old or the new
         except BaseException:
             if os.path.exists(temp):
                 os.unlink(temp)
             raise
+        if target != stored.spilled:
+            self._remove_spill(stored)       # an older copy from when its own path was taken
+        else:
+            self._write_key(stored)          # again, in case a DELETE removed it meanwhile
         if not on_file:
-            _write_atomically(self._meta_path(where.bucket, where.key), data)
+            self._write_meta(stored, data)
         response = Response(status=200)
         response.headers["ETag"] = f'"{etag}"'
         return response
 
-    def _delete(self, where: Located, path: Path) -> None:
-        for target in (path, self._meta_path(where.bucket, where.key)):
-            try:
-                target.unlink()
-            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-                pass
+    def _rename(self, temp: str, target: Path, stored: Stored) -> Path:
+        """Rename the upload into place; when another PUT made a directory of that name meanwhile
+        (``a/b`` while this was ``a``), into the spill entry instead. Where it went."""
+        try:
+            os.replace(temp, target)
+            return target
+        except OSError as err:
+            if target == stored.spilled or err.errno not in BLOCKED:
+                raise
+        spilled = self._target(Stored(stored.bucket, stored.key, None, stored.entry))
+        os.replace(temp, spilled)
+        return spilled
+
+    def _delete(self, where: Located, stored: Stored) -> None:
+        bucket_dir = self.root / stored.bucket
+        if stored.natural is not None and _unlink(stored.natural):
+            _prune(stored.natural.parent, bucket_dir)
+        self._remove_spill(stored)
+        for meta_path in self._meta_paths(stored):
+            if _unlink(meta_path):
+                _prune(meta_path.parent, self.root / META_DIR / "meta" / stored.bucket)
+
+    @staticmethod
+    def _remove_spill(stored: Stored) -> None:
+        if _unlink(stored.spilled):
+            _unlink(stored.entry / "key")
+            _prune(stored.entry, stored.entry.parent)
 
     # --- listing (ListBuckets / ListObjects) -----------------------------------------------------------
 
@@ -361,8 +531,8 @@ class BucketApp:
             raise OssError("InvalidArgument", "The encoding-type parameter must be url.")
         if len(delimiter.encode("utf-8")) > 1:
             raise OssError("InvalidArgument", "The delimiter must be one character.")
-        keys = sorted((k for k in self._keys_under(bucket_dir, prefix) if k.startswith(prefix)),
-                      key=lambda k: k.encode("utf-8"))
+        found = set(self._keys_under(bucket_dir, prefix)) | set(self._spilled_keys(bucket))
+        keys = sorted((k for k in found if k.startswith(prefix)), key=lambda k: k.encode("utf-8"))
         after = marker.encode("utf-8")
         contents, prefixes, last = [], [], None
         truncated = False
@@ -416,16 +586,43 @@ class BucketApp:
         for dirpath, dirnames, filenames in os.walk(start):
             for name in filenames:
                 if not PUT_TEMP.match(name):
-                    yield wsgi_safe_key(os.path.join(dirpath, name)[base:])
+                    key = wsgi_safe_key(os.path.join(dirpath, name)[base:])
+                    try:
+                        key.encode("utf-8")
+                    except UnicodeEncodeError:   # a name by hand that is not UTF-8: never a key
+                        continue
+                    yield key
+
+    def _spilled_keys(self, bucket: str):
+        """The keys stored in the bucket's spill entries (see the module's docstring)."""
+        try:
+            entries = list(os.scandir(self.root / META_DIR / SPILL / bucket))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for entry in entries:
+            try:
+                if not os.path.isfile(os.path.join(entry.path, "object")):
+                    continue
+                with open(os.path.join(entry.path, "key"), "rb") as handle:
+                    key = handle.read(4 * MAX_KEY_BYTES).decode("utf-8", "surrogatepass")
+            except (OSError, UnicodeDecodeError):
+                continue                          # removed meanwhile, or not ours
+            if _digest(key) == entry.name:
+                yield key
 
     def _object_info(self, bucket: str, bucket_dir: Path, key: str):
-        """(size, mtime, ETag) of one listed object, or None when it went away meanwhile."""
+        """(size, mtime, ETag) of one listed object, or None when it went away meanwhile (or cannot
+        be an object: a file by hand with a name no request can address)."""
         try:
-            with open(bucket_dir / key, "rb") as handle:
-                meta = self._meta_for(Located(bucket, key, False), handle)
-                return os.fstat(handle.fileno()).st_size, meta["mtime"], meta["etag"]
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            stored = self._object_path(bucket_dir, key)
+        except OssError:
             return None
+        handle = self._open(stored)
+        if handle is None:
+            return None
+        with handle:
+            meta = self._meta_for(stored, handle)
+            return os.fstat(handle.fileno()).st_size, meta["mtime"], meta["etag"]
 
     # --- styles (PutStyle / GetStyle / ListStyle / DeleteStyle) ---------------------------------------
 
@@ -508,8 +705,14 @@ def _write_xattr(target, data: bytes) -> bool:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    for attempt in range(RETRIES):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, temp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+            break
+        except FileNotFoundError:       # a DELETE pruned the directory just made
+            if attempt == RETRIES - 1:
+                raise
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
@@ -518,6 +721,52 @@ def _write_atomically(path: Path, data: bytes) -> None:
         if os.path.exists(temp):
             os.unlink(temp)
         raise
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:                     # unreadable, a name too long: not a bucket we can serve
+        return False
+
+
+def _unlink(path: Path) -> bool:
+    """Remove a file; False when there was none (or a directory is there)."""
+    try:
+        os.unlink(path)
+        return True
+    except OSError as err:
+        if err.errno in ABSENT or err.errno == errno.EPERM and path.is_dir():
+            return False
+        raise
+
+
+def _prune(directory: Path, stop: Path) -> None:
+    """Remove ``directory`` and its parents while they are empty, up to ``stop`` (kept). A PUT that
+    made one of them meanwhile retries (BucketApp._upload)."""
+    while directory != stop and stop in directory.parents:
+        try:
+            os.rmdir(directory)
+        except OSError:                 # not empty (another object, a PUT in flight), or gone
+            return
+        directory = directory.parent
+
+
+def storage_error(err: OSError, request_id: str, environ) -> OssError:
+    """An OSError of the disk as OSS XML: 507 when it is full, else 500 InternalError. The operator
+    gets the errno and the path in the log; the client gets no path."""
+    name = errno.errorcode.get(err.errno or 0, "OSError")
+    log.error("bucket storage error %s on %s %r (request %s): %s", name,
+              environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", ""), request_id, err,
+              exc_info=err.errno not in FULL)
+    if err.errno in FULL:
+        return OssError("InsufficientStorage", "There is not enough space left to store the object.",
+                        status=507)
+    return OssError("InternalError", "We encountered an internal error. Please try again.", status=500)
 
 
 def _iso(ts: float) -> str:
