@@ -267,3 +267,64 @@ def test_the_attacks_leave_gunicorn_workers_idle(tmp_path):
         assert child_pids(proc.pid) == workers                 # no worker died or was replaced
     finally:
         stop(proc)
+
+
+# --- the memory bombs of issue 15, in a worker-like process ----------------------------------------
+
+BOMB_RUN = textwrap.dedent("""
+    import json, resource, sys
+    from werkzeug.test import Client
+    from imgmiddleware import Config, ImageMiddleware
+    from imgmiddleware.origins.static import static_app
+
+    def hwm_kb():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+
+    client = Client(ImageMiddleware(static_app(sys.argv[1]), Config(cache_memory_bytes=0)))
+    warm = client.get("/warm.png", query_string={"x-oss-process": "image/resize,w_8"})
+    assert warm.status_code == 200, warm.status_code
+    before = hwm_kb()
+    answer = client.get("/" + sys.argv[2], query_string={"x-oss-process": sys.argv[3]})
+    print(json.dumps({"status": answer.status_code, "type": answer.headers.get("Content-Type"),
+                      "grew_mb": (hwm_kb() - before) / 1024, "bytes": len(answer.get_data())}))
+""")
+
+
+def run_bomb(folder, name: str, process: str) -> dict:
+    cv2.imwrite(str(folder / "warm.png"), np.full((16, 16, 3), 128, np.uint8))
+    done = subprocess.run([sys.executable, "-c", BOMB_RUN, str(folder), name, process],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_a_solid_169_megapixel_png_costs_its_decode_not_30_bytes_a_pixel(tmp_path):
+    """A 13000 x 13000 solid PNG (under 1 MB) with average-hue took a worker to 5.1 GB. Now the
+    decode is the cost: OpenCV's decoder holds twice the 484 MB image while it converts, so the
+    bound is that and 100 MB; and the estimate the budgets see is not below what it measured."""
+    cv2.imwrite(str(tmp_path / "solid.png"), np.zeros((13000, 13000, 3), np.uint8))
+    source = (tmp_path / "solid.png").read_bytes()
+    assert len(source) < 1 << 20
+    out = run_bomb(tmp_path, "solid.png", "image/average-hue")
+    assert out["status"] == 200 and out["type"] == "application/json", out
+    assert out["grew_mb"] < 2 * 484 + 100, out
+    assert estimate_of("image/average-hue", source).peak_bytes / 2**20 >= 0.9 * out["grew_mb"]
+
+
+def test_a_ten_page_group4_tiff_costs_one_page(tmp_path):
+    """10 pages of 5000 x 5000 in a 17 KB group-4 TIFF reached 2.1 GB with format,webp, all pages
+    decoded as an animation. Only the first page is an image now: one page's pixels (75 MB as BGR)
+    and its encode, bound 300 MB."""
+    from PIL import Image
+
+    page = Image.new("1", (5000, 5000), 1)
+    page.paste(0, (1000, 1000, 4000, 4000))
+    page.save(tmp_path / "pages.tif", compression="group4", save_all=True, append_images=[page] * 9)
+    assert (tmp_path / "pages.tif").stat().st_size < 100_000
+    out = run_bomb(tmp_path, "pages.tif", "image/format,webp")
+    assert out["status"] == 200 and out["type"] == "image/webp", out
+    assert out["grew_mb"] < 300, out
+    source = (tmp_path / "pages.tif").read_bytes()
+    assert estimate_of("image/format,webp", source).peak_bytes / 2**20 >= 0.9 * out["grew_mb"]

@@ -29,6 +29,11 @@ from .plan import Plan
 DECODE_MS = {"jpg": 16, "png": 41, "webp": 27, "avif": 63, "heic": 63, "gif": 57, "tiff": 24, "bmp": 1}
 ENCODE_MS = {"jpg": 6, "png": 152, "webp": 144, "avif": 118, "heic": 118, "gif": 64, "tiff": 70, "bmp": 2}
 OTHER_MS = 60          # a format not listed: as dear as the dearest decoders
+# The most a decoder holds while it decodes, in multiples of the image it returns (VmHWM of a fresh
+# process around decode_source, 24 MP): OpenCV's decoders fill a buffer of their own and convert it.
+DECODE_PEAK = {"jpg": 2.1, "png": 2.1, "webp": 2.2, "tiff": 2.1, "bmp": 2.1, "gif": 2.7, "avif": 5.7,
+               "heic": 2.8}
+OTHER_PEAK = 6.0
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,7 @@ def estimate(plan: Plan, info: Probe) -> Estimate:
     decoded = reduced_size(size[0], size[1], plan.reduce) if plan.reduce > 1 else size
     ms = DECODE_MS.get(info.format, OTHER_MS) * megapixels(decoded) * frames
     held = _bytes(decoded, channels, depth) * frames
-    peak = held
+    peak = int(held * DECODE_PEAK.get(info.format, OTHER_PEAK))
     ctx = plan.context
     for step in plan.steps:
         cost = step.spec.cost(size, step.args, ctx)
