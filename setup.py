@@ -27,7 +27,8 @@ setup(
         # The disk tier of the result cache, shared by every worker on the machine (SQLite + files).
         "diskcache>=5.6",
         # The production server `imgmiddleware serve` runs.
-        "gunicorn>=23.0",
+        # 25.1: the control socket, which IMGMW_CONTROL_SOCKET gives one path per instance.
+        "gunicorn>=25.1",
         # Header probing, EXIF and JPEG quantisation tables; text watermarks through its FreeType
         # renderer (imaging/text.py, bench/text_bench.py); other pixels go through OpenCV.
         "Pillow>=11.3",          # 11.3: the first wheels that read AVIF (sources and our tests)
