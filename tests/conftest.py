@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -18,6 +20,8 @@ from imgmiddleware import Config, ImageMiddleware
 from imgmiddleware.origins.static import static_app
 
 FIXTURES = Path(__file__).parent / "fixtures"
+NODE_LOCK_DIR = Path(__file__).parent / "node"          # package.json + package-lock.json, committed
+NODE_DIR = NODE_LOCK_DIR / ".cache"                      # where npm ci installs them (gitignored)
 
 # The Debian packages of the real faces behind OSS's font names (imgmiddleware/imaging/fonts.py).
 FONT_PACKAGES = ("fonts-wqy-zenhei", "fonts-wqy-microhei", "fonts-droid-fallback", "fonts-noto-cjk",
@@ -148,7 +152,6 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
 def run_in_built_package(tmp_path: Path, probe: str) -> str:
     """Build the package as a wheel would hold it (setup.py build_py) and run ``probe`` in an
     isolated interpreter with only that build importable (its path is sys.argv[1]); its stdout."""
-    import subprocess
     import sys
 
     build = tmp_path / "build"
@@ -157,3 +160,30 @@ def run_in_built_package(tmp_path: Path, probe: str) -> str:
                    cwd=repo, check=True, capture_output=True)
     return subprocess.run([sys.executable, "-I", "-c", probe, str(build)], cwd=tmp_path, check=True,
                           capture_output=True, text=True).stdout
+
+
+@pytest.fixture(scope="session")
+def ali_oss() -> Path:
+    """The ali-oss package directory: ``npm ci`` of the committed tests/node/package-lock.json into
+    tests/node/.cache, redone only when the lock changed, so every run tests the same versions."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        pytest.fail(f"the Node.js acceptance tests need node and npm on PATH (node={node}, npm={npm})")
+    package = NODE_DIR / "node_modules" / "ali-oss"
+    lock = (NODE_LOCK_DIR / "package-lock.json").read_bytes()
+    installed_lock = NODE_DIR / "package-lock.json"
+    if not (package / "package.json").is_file() or not installed_lock.is_file() or \
+            installed_lock.read_bytes() != lock:
+        NODE_DIR.mkdir(parents=True, exist_ok=True)
+        for name in ("package.json", "package-lock.json"):
+            shutil.copyfile(NODE_LOCK_DIR / name, NODE_DIR / name)
+        try:
+            done = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--prefix", str(NODE_DIR)],
+                                  capture_output=True, text=True, timeout=600)
+        except subprocess.TimeoutExpired as err:
+            pytest.fail(f"npm ci of tests/node timed out:\n{err.stdout}\n{err.stderr}")
+        if done.returncode != 0 or not (package / "package.json").is_file():
+            pytest.fail(f"npm ci of tests/node failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    locked = json.loads(lock)["packages"]["node_modules/ali-oss"]["version"]
+    assert json.loads((package / "package.json").read_text())["version"] == locked
+    return package

@@ -194,7 +194,7 @@ def test_work_past_the_deadline_stops_between_steps(monkeypatch):
         error = oss_error(answer)
         assert (error["status"], error["Code"]) == (503, "ProcessTimeout")
         assert answer.headers["Retry-After"] == "2"
-        assert 2 <= len(ran) <= 4 and elapsed < 1.5, (ran, elapsed)
+        assert 1 <= len(ran) <= 4 and elapsed < 2.5, (ran, elapsed)   # of 20 steps, 0.2 s each
         middleware = client.application.app
         assert middleware.throttle.reserved_bytes == 0
     finally:

@@ -35,7 +35,7 @@ from imgmiddleware.imaging.probe import ProbeError, TooManyPixels, allow_pixels,
 from imgmiddleware.process import engine
 
 from .conftest import FIXTURES, get, make_client, ok, oss_error, size_of
-from .hostile_files import (dds_with_fourcc, garbled_headers, jpeg_declaring, multipage_tiff,
+from .hostile_files import (dds_with_fourcc, garbled_headers, jpeg_declaring,
                             odd_files, png_declaring, tiff_declaring, tiff_with_huge_later_page,
                             truncated_body)
 

@@ -71,8 +71,6 @@ from .conftest import FIXTURES
 AK, SK = "test-ak", "test-sk"
 BUCKET, TARGET = "examplebucket", "targetbucket"
 EXAMPLE = FIXTURES / "example.jpg"            # 400 x 267 JPEG
-NODE_LOCK_DIR = Path(__file__).parent / "node"          # package.json + package-lock.json, committed
-NODE_DIR = NODE_LOCK_DIR / ".cache"                      # where npm ci installs them (gitignored)
 
 WATERMARK = "image/watermark,text_SGVsbG8g5Zu-54mH5pyN5YqhIQ"   # "Hello 图片服务!", black, bottom right
 
@@ -415,33 +413,6 @@ def test_python_v4_signatures(server, tmp_path):
 
 
 # --- Node.js: ali-oss --------------------------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def ali_oss() -> Path:
-    """The ali-oss package directory: ``npm ci`` of the committed tests/node/package-lock.json into
-    tests/node/.cache, redone only when the lock changed, so every run tests the same versions."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if not node or not npm:
-        pytest.fail(f"the Node.js acceptance tests need node and npm on PATH (node={node}, npm={npm})")
-    package = NODE_DIR / "node_modules" / "ali-oss"
-    lock = (NODE_LOCK_DIR / "package-lock.json").read_bytes()
-    installed_lock = NODE_DIR / "package-lock.json"
-    if not (package / "package.json").is_file() or not installed_lock.is_file() or \
-            installed_lock.read_bytes() != lock:
-        NODE_DIR.mkdir(parents=True, exist_ok=True)
-        for name in ("package.json", "package-lock.json"):
-            shutil.copyfile(NODE_LOCK_DIR / name, NODE_DIR / name)
-        try:
-            done = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--prefix", str(NODE_DIR)],
-                                  capture_output=True, text=True, timeout=600)
-        except subprocess.TimeoutExpired as err:
-            pytest.fail(f"npm ci of tests/node timed out:\n{err.stdout}\n{err.stderr}")
-        if done.returncode != 0 or not (package / "package.json").is_file():
-            pytest.fail(f"npm ci of tests/node failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    locked = json.loads(lock)["packages"]["node_modules/ali-oss"]["version"]
-    assert json.loads((package / "package.json").read_text())["version"] == locked
-    return package
-
 
 NODE_PRELUDE = r"""
 const OSS = require(process.env.ALI_OSS);

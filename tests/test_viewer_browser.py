@@ -33,7 +33,6 @@ from imgmiddleware import Config
 
 from .conftest import FIXTURES
 from .servers import free_port, start_serve, stop, wait_for
-from .test_sdk import ali_oss  # noqa: F401  (the fixture: ali-oss from tests/node's lock)
 
 CONF = Path(__file__).resolve().parent.parent / "conf" / "imgmiddleware.toml"
 BUCKET = "examplebucket"

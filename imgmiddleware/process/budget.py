@@ -41,9 +41,6 @@ class Estimate:
     ms: float            # reference milliseconds of one core for the whole request
     peak_bytes: int      # the most pixel memory it holds at once
 
-    def __str__(self) -> str:
-        return f"{self.ms / 1000:.1f} s of work, {self.peak_bytes / 2**20:.0f} MB"
-
 
 def _bytes(size: tuple[int, int], channels: int, depth: int) -> int:
     return size[0] * size[1] * channels * depth
