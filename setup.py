@@ -26,9 +26,10 @@ setup(
         "cachetools>=5.3",
         # The disk tier of the result cache, shared by every worker on the machine (SQLite + files).
         "diskcache>=5.6",
-        # The production server `imgmiddleware serve` runs.
-        # 25.1: the control socket, which IMGMW_CONTROL_SOCKET gives one path per instance.
-        "gunicorn>=25.1",
+        # The production server `imgmiddleware serve` runs, with its own event-loop (asgi) worker
+        # under imgmiddleware/server/ so that slow clients hold no thread. 27.0: the release that
+        # worker and its tests were made against (its protocol fields the head deadline reads).
+        "gunicorn>=27.0",
         # Header probing, EXIF and JPEG quantisation tables; text watermarks through its FreeType
         # renderer (imaging/text.py, bench/text_bench.py); other pixels go through OpenCV.
         "Pillow>=11.3",          # 11.3: the first wheels that read AVIF (sources and our tests)

@@ -10,7 +10,7 @@ A temp folder holds example.jpg (tests/fixtures, 400x267), photo.jpg (the 12+ MP
 pre-made thumbnails that are byte for byte the processed results (photo_w200.jpg =
 photo.jpg?x-oss-process=image/resize,w_200, example_w100.jpg = example.jpg?...resize,w_100), so a
 raw object of the same size as the cached answer is measured too: that is the like-for-like
-comparison. ``imgmiddleware serve`` (gunicorn gthread, 2 workers x 4 threads) serves the folder on
+comparison. ``imgmiddleware serve`` (gunicorn, 2 event-loop workers x 4 app threads) serves the folder on
 127.0.0.1, with a temp TOML config whose cache_dir is in a temp dir. ``wrk --latency`` (-t2 -c16)
 loads one URL at a time for a fixed time (5 s), after 2 s of untimed load on that URL; the whole
 list is gone through twice (``--rounds``) and each row keeps its best round, since other load on
@@ -444,7 +444,7 @@ def main(argv=None) -> int:
               f"-d{args.duration:g}s --latency (after {args.warmup:g} s untimed on a URL first), "
               f"loopback 127.0.0.1, {args.rounds} round{'s' if args.rounds > 1 else ''}")
         print(f"server: imgmiddleware serve --workers {args.workers} --threads {args.threads} "
-              f"(gunicorn gthread); cache_memory_bytes {MEMORY_BYTES}, cache_dir in a temp dir")
+              f"(gunicorn event-loop workers); cache_memory_bytes {MEMORY_BYTES}, cache_dir in a temp dir")
         if (os.cpu_count() or 1) <= args.workers:
             print(f"  note: {os.cpu_count()} cores shared by wrk ({args.wrk_threads} threads) and "
                   f"{args.workers} server workers: rates are CPU-bound on both sides")
@@ -547,7 +547,7 @@ def measure_url(wrk: str, url: str, label: str, path: str, kind, args, warmup: i
                 states: dict, meter: CpuMeter, offsets: dict) -> Load:
     """One measurement; again (up to --tries times) when one worker sat idle because the kernel
     handed all of wrk's keep-alive connections to the other (gunicorn's workers share one listening
-    socket, and a gthread worker may accept all 16 before the other wakes), which halves the rate
+    socket, and one worker may accept all 16 before the other wakes), which halves the rate
     of a small answer: one Python process cannot use the second core."""
     tries = []
     for attempt in range(max(1, args.tries)):

@@ -15,10 +15,14 @@ import os
 # (default 127.0.0.1,::1), i.e. from an nginx on the same machine.
 bind = os.environ.get("IMGMW_BIND", "127.0.0.1:8080")
 
-# Image work is CPU-bound: one process per core. Each process runs a few threads (gthread) because
+# Image work is CPU-bound: one process per core. Each process runs the app in a few threads because
 # OpenCV releases the GIL while it decodes, resizes and encodes, so threads overlap I/O and pixels.
+# Requests are read by the worker's event loop, not by those threads (imgmiddleware/server/): a client
+# that sends slowly holds a connection, never a thread, and is cut off by the config's client_*
+# timeouts (gthread read heads and bodies in its threads, so a few trickling clients stalled a node).
+# The worker wraps the WSGI app named on the command line; `imgmiddleware serve` runs the same.
 workers = int(os.environ.get("IMGMW_WORKERS", multiprocessing.cpu_count()))
-worker_class = "gthread"
+worker_class = "imgmiddleware.server.worker.EventLoopWorker"
 threads = int(os.environ.get("IMGMW_THREADS", 4))
 
 # A 20 MB source at the pixel limit takes well under this; anything slower is a stuck worker.

@@ -200,8 +200,8 @@ def log_fonts(config: Config, handlers: list | None = None) -> None:
 
 
 def exposure_warning(bind: str) -> str | None:
-    """A warning when ``bind`` reaches beyond this machine. gunicorn's threads read a request's head
-    and body as they trickle in, so a few clients that send slowly can hold every thread (issue 15);
+    """A warning when ``bind`` reaches beyond this machine. Slow clients are cut off by the worker's
+    own timeouts (server/, issue 15), but nothing here limits connections per client or speaks TLS:
     on loopback only a local front (nginx, a CDN's agent) reaches the server."""
     if bind.startswith(("unix:", "fd://")):
         return None
@@ -212,9 +212,9 @@ def exposure_warning(bind: str) -> str | None:
         local = host == "localhost"
     if local:
         return None
-    return (f"WARNING: imgmiddleware is bound to {bind}, beyond loopback: unless a front that buffers "
-            "requests stands before it (nginx with deploy/nginx-front.conf, which also times out slow "
-            "clients), clients that send slowly can hold every worker thread.")
+    return (f"WARNING: imgmiddleware is bound to {bind}, beyond loopback. Slow clients are cut off "
+            "(the client_* timeouts), but nothing limits connections per client and there is no TLS: "
+            "on a public network put a front before it (nginx with deploy/nginx-front.conf).")
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -248,7 +248,10 @@ def serve(args: argparse.Namespace) -> int:
     class Server(BaseApplication):
         def load_config(self):
             settings = {
-                "bind": config.bind, "workers": config.workers, "worker_class": "gthread",
+                # gunicorn's event loop reads requests, the app runs in `threads` threads once one
+                # has arrived whole: slow clients hold connections, not threads (server/, issue 15).
+                "bind": config.bind, "workers": config.workers,
+                "worker_class": "imgmiddleware.server.worker.EventLoopWorker",
                 "threads": config.threads, "timeout": config.timeout, "graceful_timeout": 30,
                 "keepalive": config.keepalive, "max_requests": config.max_requests,
                 "max_requests_jitter": config.max_requests_jitter, "post_fork": post_fork,
@@ -268,7 +271,9 @@ def serve(args: argparse.Namespace) -> int:
         def load(self):
             # Built in each worker, after the fork: caches, SQLite connections and pools are per
             # process, never shared through fork.
-            return build_app(root, config, static)
+            from .server.bridge import BufferedWSGI
+
+            return BufferedWSGI(build_app(root, config, static), config)
 
     Server().run()
     return 0

@@ -75,9 +75,22 @@ class Config:
     # --- the server (`imgmiddleware serve`; command-line options override) ---
     bind: str = "127.0.0.1:8080"
     workers: int = 2
-    threads: int = 4                           # gthread: OpenCV releases the GIL while it works
+    threads: int = 4                           # app threads per worker: OpenCV releases the GIL while it works
     timeout: int = 60                          # a worker silent this long is restarted
     keepalive: int = 5
+    # Slow clients (imgmiddleware/server/; docs/SECURITY.md; issue 15). Heads and bodies are read by
+    # the worker's event loop, so a slow client holds a connection, never an app thread; these bound
+    # how long it may. A request's head must arrive whole within client_header_timeout (nginx's
+    # client_header_timeout); a body gets client_body_timeout, plus one second for every
+    # client_body_min_rate bytes it has sent (Apache's mod_reqtimeout body=20,MinRate=500), else
+    # 400 RequestTimeout. A response the client does not read for client_send_timeout is dropped
+    # (nginx's send_timeout).
+    client_header_timeout: float = 10.0
+    client_body_timeout: float = 20.0
+    client_body_min_rate: int = 500
+    client_send_timeout: float = 60.0
+    max_request_body_bytes: int = 5 * 1024 * MB    # OSS: PutObject bodies <= 5 GB (EntityTooLarge)
+    request_body_memory_bytes: int = 1 * MB        # a larger body waits in a temporary file
     max_requests: int = 2000                   # recycle workers now and then (heap fragmentation)
     max_requests_jitter: int = 200
     opencv_threads: int = 0                    # per worker; 0: the machine's cores / workers
@@ -146,6 +159,9 @@ class Config:
         if unknown_fonts:
             raise ValueError(f"config fonts: unknown font names {', '.join(sorted(unknown_fonts))} "
                              f"(OSS's are {', '.join(FONT_NAMES)})")
+        if min(self.client_header_timeout, self.client_body_timeout, self.client_send_timeout) <= 0 \
+                or self.client_body_min_rate < 1:
+            raise ValueError("config client_* timeouts must be positive, client_body_min_rate at least 1")
         if not 0 <= self.avif_speed <= 10:
             raise ValueError("config avif_speed must be within 0..10")
 

@@ -294,7 +294,7 @@ def test_serve_root_without_images_says_so(tmp_path):
     ("unix:/run/imgmiddleware.sock", False), ("0.0.0.0:8080", True), ("[::]:8080", True),
     ("192.0.2.10:8080", True), ("example.com:80", True)])
 def test_serve_warns_when_bound_beyond_loopback(bind, warns):
-    """Slow clients can hold gunicorn's threads; only a front that buffers requests protects them."""
+    """Slow clients are cut off by the worker itself, but connections per client and TLS need a front."""
     from imgmiddleware.cli import exposure_warning
 
     warning = exposure_warning(bind)

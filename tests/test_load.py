@@ -1,4 +1,4 @@
-"""A bounded load test on the loopback: `imgmiddleware serve` (real gunicorn, 2 gthread workers, the
+"""A bounded load test on the loopback: `imgmiddleware serve` (real gunicorn, 2 event-loop workers, the
 way users start it) under 8 kept-alive connections for a fixed time and a fixed request budget,
 with a mixed stream: cached hits, transforms that miss (distinct widths), bad process strings,
 missing objects and plain GETs of the originals.
