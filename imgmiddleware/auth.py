@@ -1,9 +1,13 @@
 """OSS request signatures (spec §9): V1 header and presigned URL, V4 header and presigned URL.
 
-Verification only: the server recomputes the signature from the request it received and compares in
+Verification: the server recomputes the signature from the request it received and compares in
 constant time. It needs the request as WSGI gives it (method, headers, decoded query pairs) and the
 bucket and key it addresses. ``x-oss-process`` is a signed sub-resource in V1 and, like every query
 parameter, signed in V4, so a signed URL cannot be given another process string.
+
+Signing (``sign_v1``, ``sign_v4``): the reverse proxy's own requests to a private OSS bucket
+(origins/proxy/signing.py), from the same string-to-sign and signature functions, so what we send
+is exactly what we would accept.
 """
 
 from __future__ import annotations
@@ -120,6 +124,25 @@ def v4_signature(secret: str, req: SignedRequest, when: str, scope: str, additio
     string = "\n".join((V4_ALGORITHM, when, scope, hashlib.sha256(canonical.encode("utf-8")).hexdigest()))
     date, region = scope.split("/")[0], scope.split("/")[1]
     return hmac.new(v4_signing_key(secret, date, region), string.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+# --- signing ----------------------------------------------------------------------------------------
+
+def sign_v1(req: SignedRequest, access_key: str, secret: str, date: str) -> str:
+    """The V1 Authorization header of ``req``, whose Date (or x-oss-date) header is ``date``."""
+    return f"OSS {access_key}:{v1_signature(secret, v1_string_to_sign(req, date))}"
+
+
+def sign_v4(req: SignedRequest, access_key: str, secret: str, region: str, when: str,
+            additional: list[str] = ()) -> str:
+    """The V4 Authorization header of ``req``, whose x-oss-date header is ``when``
+    (yyyymmddThhmmssZ); ``additional``: lower-case names of other headers to sign with it."""
+    scope = f"{when[:8]}/{region}/oss/aliyun_v4_request"
+    payload = req.headers.get("x-oss-content-sha256", "UNSIGNED-PAYLOAD")
+    names = sorted(additional)
+    signature = v4_signature(secret, req, when, scope, names, payload)
+    listed = f",AdditionalHeaders={';'.join(names)}" if names else ""
+    return f"{V4_ALGORITHM} Credential={access_key}/{scope}{listed},Signature={signature}"
 
 
 # --- verification -----------------------------------------------------------------------------------

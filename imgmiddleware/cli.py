@@ -89,12 +89,12 @@ def build_app(root: str, config: Config, static: bool = False):
     from .styles import StyleStore
 
     if config.upstream:
-        from .origins.proxy import ProxyApp
+        from .origins.proxy import proxy_from_config
 
-        proxy = ProxyApp(config.upstream, config.upstream_connect_timeout, config.upstream_read_timeout,
-                         config.upstream_pool_size)
+        # A public origin, or a private bucket the proxy signs for (upstream_bucket, upstream_signing)
+        proxy = proxy_from_config(config)
         store = StyleStore(config.styles_file or None, inline=config.styles)
-        return ImageMiddleware(proxy, config, style_store=store)
+        return ImageMiddleware(proxy, config, addressing=proxy.addressing, style_store=store)
     if static:
         store = StyleStore(config.styles_file or None, inline=config.styles)
         return ImageMiddleware(static_app(root), config, style_store=store)
@@ -361,31 +361,76 @@ def extension_mismatch(output: Path, content_type: str) -> str:
 
 
 def cache_command(args: argparse.Namespace) -> int:
-    """Statistics or clearing of the shared disk tier (each worker's memory tier lives and dies with
-    the worker; its entries are revalidated on every hit, so they are never stale)."""
+    """Statistics or clearing of the disk tier this machine's workers share and, with
+    cache_redis_url, of the tier every node shares (each worker's memory tier lives and dies with
+    the worker; entries are revalidated on hits, so they are never served stale past
+    validator_trust_seconds)."""
     from .cache import ResultCache
 
     config = load_config(args.config)
-    if not config.cache_dir:
+    if not config.cache_dir and not config.cache_redis_url:
         print("no disk cache: cache_dir is not set in the configuration", file=sys.stderr)
         return 1
     cache = ResultCache(0, config.cache_dir, config.cache_disk_bytes)
+    shared = None
+    if config.cache_redis_url:
+        from .cache.shared import SharedTier
+        shared = SharedTier.from_config(config)
     try:
-        if args.action == "clear":
-            before = cache.stats()
-            cache.clear()
-            print(f"cleared {before.disk_entries} results ({before.disk_bytes} bytes) from {config.cache_dir}")
-        else:
-            stats = cache.stats()
-            print(f"directory: {os.path.abspath(config.cache_dir)}")
-            print(f"results:   {stats.disk_entries}")
-            print(f"bytes:     {stats.disk_bytes} of {config.cache_disk_bytes} "
-                  f"({100 * stats.disk_bytes / max(config.cache_disk_bytes, 1):.1f}%)")
-            # The bound counts the index too (diskcache culls by its whole volume).
-            print(f"index:     {stats.disk_index_bytes} (the SQLite database of the entries)")
+        if config.cache_dir:
+            _disk_command(args.action, cache, config)
+        if shared is not None:
+            try:
+                _shared_command(args.action, shared, config)
+            except Exception as exc:       # redis errors: one line, never a traceback or a password
+                print(f"shared tier {shared.endpoint}: {shared._scrub(exc)}", file=sys.stderr)
+                return 1
     finally:
         cache.close()
+        if shared is not None:
+            shared.close()
     return 0
+
+
+def _disk_command(action: str, cache, config: Config) -> None:
+    if action == "clear":
+        before = cache.stats()
+        cache.clear()
+        print(f"cleared {before.disk_entries} results ({before.disk_bytes} bytes) from {config.cache_dir}")
+        return
+    stats = cache.stats()
+    print(f"directory: {os.path.abspath(config.cache_dir)}")
+    print(f"results:   {stats.disk_entries}")
+    print(f"bytes:     {stats.disk_bytes} of {config.cache_disk_bytes} "
+          f"({100 * stats.disk_bytes / max(config.cache_disk_bytes, 1):.1f}%)")
+    # The bound counts the index too (diskcache culls by its whole volume).
+    print(f"index:     {stats.disk_index_bytes} (the SQLite database of the entries)")
+
+
+def _shared_command(action: str, shared, config: Config) -> None:
+    if action == "clear":
+        deleted = shared.clear()
+        print(f"cleared {deleted} keys under {config.cache_redis_prefix} from {shared.endpoint} (every node)")
+        return
+    import hashlib
+
+    from .cache import engine_version
+    from .imaging.fonts import font_table_for
+
+    held = shared.inventory()
+    print(f"shared:    {shared.endpoint} (prefix {config.cache_redis_prefix}, "
+          f"{held['nodes']} node{'s' if held['nodes'] != 1 else ''})")
+    print(f"  results: {held['entries']} ({held['entry_bytes']} bytes; "
+          f"at most {config.cache_redis_max_entry_bytes} each, {config.cache_redis_ttl_seconds} s TTL)")
+    print(f"  memos:   {held['memos']}")
+    limit = held["maxmemory"] or "no maxmemory"
+    print(f"  server:  {held['used_memory']} bytes used of {limit} ({held['policy']})")
+    # Nodes share a result only when they compute the same key: the engine (versions), the output
+    # settings and the font table must agree. Compare this line across nodes.
+    fingerprint = "\n".join((engine_version(), config.output_fingerprint(),
+                             font_table_for(config).fingerprint))
+    print(f"  keys:    {hashlib.sha256(fingerprint.encode()).hexdigest()[:12]} (engine, output settings "
+          "and fonts: the same on every node that shares results)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -415,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     p_proc.add_argument("output")
     p_proc.set_defaults(func=process)
 
-    p_cache = sub.add_parser("cache", help="show statistics of the shared disk cache, or clear it")
+    p_cache = sub.add_parser("cache", help="show statistics of the disk cache (and of the shared Redis "
+                                           "tier, when configured), or clear them")
     p_cache.add_argument("action", choices=("stats", "clear"))
     p_cache.set_defaults(func=cache_command)
 

@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 MB = 1024 * 1024
+# The choices of the private-bucket settings (origins/proxy/ uses the same).
+UPSTREAM_ADDRESSING = ("auto", "virtual", "path")
+UPSTREAM_SIGNING = ("s3", "oss-v1", "oss-v4")
+UPSTREAM_ORIGINALS = ("private", "public-read")
+# S3's bucket names (OSS's are the same without dots): 3 to 63 of a-z, 0-9, "-" and ".".
+UPSTREAM_BUCKET_NAME = re.compile(r"(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,25 @@ class Config:
     cache_dir: str = ""                        # disk tier shared by the workers; "" turns it off
     cache_disk_bytes: int = 1024 * MB          # disk tier bound (approximate: diskcache culls)
     cache_wait_seconds: int = 30               # longest wait for another request doing the same work
+    # --- the shared result tier on Redis or Valkey, for many nodes (issue 16; cache/shared.py) ---
+    # "" turns it off. redis://[user:password@]host:port/db, rediss:// (TLS), unix:///path.sock?db=0,
+    # or a Redis Cluster: redis+cluster://host:port[,host:port...] (rediss+cluster:// for TLS; any one
+    # node finds the others). Never logged with its password.
+    cache_redis_url: str = field(default="", repr=False)
+    # The password, when it is not in the URL: IMGMW_CACHE_REDIS_PASSWORD keeps it out of files.
+    cache_redis_password: str = field(default="", repr=False)
+    cache_redis_prefix: str = "imgmw:"         # every key of ours starts with it (cache clear deletes them)
+    cache_redis_ttl_seconds: int = 86_400      # entries and memos expire after a day unless evicted first
+    cache_redis_max_entry_bytes: int = 2 * MB  # larger results stay in the node's own tiers
+    cache_redis_timeout: float = 0.25          # socket read/write timeout of one call (seconds)
+    cache_redis_connect_timeout: float = 0.25  # connect timeout (seconds)
+    cache_redis_breaker_failures: int = 5      # consecutive failures that stop calls to Redis ...
+    cache_redis_breaker_seconds: float = 5.0   # ... for this long; then one call probes it again
+    # How long the wrapped app's confirmation of an object's version (a 304, or the object itself) is
+    # trusted, in seconds: within it a cache hit asks the app nothing. Shared through Redis when the
+    # tier is on. Only for requests without Authorization, Cookie or a signature (the app's access
+    # checks are what a revalidation also does). 0: ask the app on every hit (never stale).
+    validator_trust_seconds: float = 0.0
     # --- HTTP caching ---
     cache_control: str = ""                    # Cache-Control of results; "" keeps the source's
     cache_control_errors: str = "no-store"     # Cache-Control of error answers: never cached long
@@ -104,6 +130,28 @@ class Config:
     upstream_connect_timeout: float = 2.0
     upstream_read_timeout: float = 10.0
     upstream_pool_size: int = 16
+    # A private object store as the origin (README; docs/COMPATIBILITY.md, decisions 93-99): with a
+    # bucket, `upstream` is the store's endpoint (scheme://host[:port]) and the proxy serves that one
+    # bucket at /<key>, as OSS serves a bucket on a custom domain; its name keys bucket_acl and protected.
+    upstream_bucket: str = ""
+    # virtual (<bucket>.<endpoint>) or path (/<bucket>/<key>); auto: path for an endpoint that is an
+    # IP, localhost or a name without a dot (http://minio:9000), or a bucket with a dot; else virtual
+    upstream_addressing: str = "auto"
+    # Sign upstream requests with the proxy's own credentials: "s3" (AWS SigV4 by botocore, the 's3'
+    # extra), "oss-v1" or "oss-v4"; "" forwards the client's own Authorization instead.
+    upstream_signing: str = ""
+    upstream_region: str = ""                  # s3: "" is us-east-1; oss-v4 needs it ("cn-hangzhou")
+    # The proxy's credentials; "" takes them from the environment: botocore's chain for s3
+    # (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, profiles, roles), OSS_ACCESS_KEY_ID,
+    # OSS_ACCESS_KEY_SECRET, OSS_SESSION_TOKEN for OSS. Secrets: keep them in the environment
+    # (IMGMW_UPSTREAM_ACCESS_KEY_SECRET works too), never in a file you share; never logged.
+    upstream_access_key_id: str = ""
+    upstream_access_key_secret: str = field(default="", repr=False)
+    upstream_session_token: str = field(default="", repr=False)
+    # A plain GET or HEAD of an original through a signing proxy: "private" needs a client signature
+    # (a key of `credentials`), "public-read" serves anyone the bucket's ACL lets read. Processed GETs
+    # follow the ACL (and `protected`) alone: private originals, public processed images.
+    upstream_originals: str = "private"
     # --- the OSS surface (spec §1.3, §1.4, §9) ---
     credentials: dict = field(default_factory=dict)   # AccessKeyId -> secret; {}: no signature checks
     bucket_acl: dict = field(default_factory=dict)    # bucket -> private | public-read | public-read-write
@@ -164,6 +212,47 @@ class Config:
             raise ValueError("config client_* timeouts must be positive, client_body_min_rate at least 1")
         if not 0 <= self.avif_speed <= 10:
             raise ValueError("config avif_speed must be within 0..10")
+        self._check_upstream_signing()
+        self._check_shared_cache()
+
+    def _check_shared_cache(self) -> None:
+        url = self.cache_redis_url
+        schemes = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+        if url and not url.startswith(schemes):
+            raise ValueError(f"config cache_redis_url must start with one of {', '.join(schemes)}")
+        userinfo = url.partition("://")[2].split("/", 1)[0].rpartition("@")[0]
+        if self.cache_redis_password and userinfo.partition(":")[2]:
+            raise ValueError("config: give the Redis password in cache_redis_url or in "
+                             "cache_redis_password, not both")
+        if not self.cache_redis_prefix or set("{}*?[]") & set(self.cache_redis_prefix):
+            raise ValueError("config cache_redis_prefix must be non-empty, without { } * ? [ ]")
+        if self.cache_redis_ttl_seconds < 1:
+            raise ValueError("config cache_redis_ttl_seconds must be at least 1")
+        if min(self.cache_redis_timeout, self.cache_redis_connect_timeout,
+               self.cache_redis_breaker_seconds) <= 0 or self.cache_redis_breaker_failures < 1:
+            raise ValueError("config cache_redis_* timeouts must be positive, breaker failures at least 1")
+        if not isinstance(self.validator_trust_seconds, (int, float)) or self.validator_trust_seconds < 0:
+            raise ValueError("config validator_trust_seconds must be a number >= 0")
+
+    def _check_upstream_signing(self) -> None:
+        """The private-bucket settings fit together (`upstream` itself may still come from the
+        command line, so it is checked when the proxy is made: origins/proxy/)."""
+        if self.upstream_bucket and not UPSTREAM_BUCKET_NAME.match(self.upstream_bucket):
+            raise ValueError(f"config upstream_bucket {self.upstream_bucket!r} is not a bucket name")
+        if self.upstream_addressing not in UPSTREAM_ADDRESSING:
+            raise ValueError(f"config upstream_addressing must be one of {', '.join(UPSTREAM_ADDRESSING)}")
+        if self.upstream_signing not in ("", *UPSTREAM_SIGNING):
+            raise ValueError(f"config upstream_signing must be \"\" or one of {', '.join(UPSTREAM_SIGNING)}")
+        if self.upstream_originals not in UPSTREAM_ORIGINALS:
+            raise ValueError(f"config upstream_originals must be one of {', '.join(UPSTREAM_ORIGINALS)}")
+        if self.upstream_signing and not self.upstream_bucket:
+            raise ValueError("config upstream_signing needs upstream_bucket (the bucket it signs for)")
+        if self.upstream_signing == "oss-v4" and not self.upstream_region:
+            raise ValueError('config upstream_signing = "oss-v4" needs upstream_region ("cn-hangzhou")')
+        if bool(self.upstream_access_key_id) != bool(self.upstream_access_key_secret):
+            raise ValueError("config upstream_access_key_id and upstream_access_key_secret go together")
+        if self.upstream_session_token and not self.upstream_access_key_id:
+            raise ValueError("config upstream_session_token needs upstream_access_key_id")
 
     # Settings that change the bytes of a result, and so belong in its cache key.
     OUTPUT_SETTINGS = ("jpeg_quality", "webp_quality", "avif_quality", "heic_quality",

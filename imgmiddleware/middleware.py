@@ -6,8 +6,9 @@ wrapped app untouched: same environ, same streamed answer. A processed GET or HE
     parse + validate the process string (400 before any I/O)
     -> the client's If-None-Match / If-Modified-Since: asked of the app as a conditional GET; its 304
        is ours (the result's ETag is the source's, as on OSS)
-    -> cache: the object's remembered validator -> result key -> entry? revalidate it (conditional
-       GETs for the source and every watermark image) -> 304s: serve it, the source unread
+    -> cache: the object's remembered validator -> result key -> entry (memory, disk, Redis)?
+       revalidate it (conditional GETs for the source and every watermark image, unless each was
+       confirmed within validator_trust_seconds) -> 304s: serve it, the source unread
     -> GET subrequest to the wrapped app (Range / conditional headers removed)
        not 200: the app's answer passes through unchanged (404 stays 404)
     -> single-flight: probe, limits, plan, decode once, actions in order, encode once -> store
@@ -28,7 +29,7 @@ from werkzeug.http import parse_accept_header
 from werkzeug.wsgi import FileWrapper
 
 from .auth import SignedRequest, verify
-from .cache import Entry, LeaderBusy, ResultCache, result_key
+from .cache import Entry, LeaderBusy, Memo, ResultCache, result_key
 from .config import Config
 from .errors import OssError, new_request_id
 from .imaging.fonts import font_table_for
@@ -48,7 +49,7 @@ log = logging.getLogger("imgmiddleware")
 KEPT_SOURCE_HEADERS = ("ETag", "Last-Modified", "Cache-Control", "Expires", "Content-Disposition",
                        "Content-Language")
 PROCESSED_METHODS = ("GET", "HEAD")
-CACHE_HEADER = "x-imgmw-cache"   # hit | revalidated | miss | bypass, for operators
+CACHE_HEADER = "x-imgmw-cache"   # hit | revalidated | trusted | miss | bypass, for operators
 
 
 class ImageMiddleware:
@@ -74,8 +75,8 @@ class ImageMiddleware:
         self.throttle = Throttle(cfg.transform_slots, cfg.large_transform_slots, cfg.large_image_pixels,
                                  cfg.transform_wait_seconds, cfg.retry_after_seconds,
                                  cfg.worker_transform_bytes)
-        self.cache = ResultCache(self.config.cache_memory_bytes, self.config.cache_dir,
-                                 self.config.cache_disk_bytes, self.config.cache_wait_seconds)
+        # memory, disk and (cache_redis_url) the tier shared by every node
+        self.cache = ResultCache.from_config(self.config)
         # The config is frozen; the font table joins it because which file draws a font name changes
         # the pixels of text watermarks (a font installed later must not be hidden by the cache).
         fonts = font_table_for(self.config)
@@ -202,13 +203,13 @@ class Request:
                 return self._pass_through(fetched)
 
         if fetched is None and self.cache_enabled:
-            remembered = self.cache.remembered(self.identity)
-            if remembered:
-                entry = self.cache.get(self._key(remembered))
+            memo = self.cache.recall(self.identity)
+            if memo is not None:
+                entry = self.cache.get(self._key(memo.validator))
                 if entry is not None:
-                    fresh, fetched = self._revalidate(entry)
+                    fresh, fetched, asked = self._revalidate(entry, source_memo=memo)
                     if fresh:
-                        return self._serve(entry, "revalidated")
+                        return self._serve(entry, "revalidated" if asked else "trusted")
                     _close(entry)
 
         if fetched is None:
@@ -219,11 +220,11 @@ class Request:
         validator = validator_of(fetched.headers)
         if not (self.cache_enabled and validator):
             return self._serve(self._compute(fetched), "bypass")
-        self.cache.remember(self.identity, validator)
+        self.cache.remember(self.identity, validator, confirmed=self.public)
         key = self._key(validator)
         entry = self.cache.get(key)
         if entry is not None:
-            fresh, _ = self._revalidate(entry, skip_source=True)
+            fresh, _, _ = self._revalidate(entry, skip_source=True)
             if fresh:
                 fetched.close()
                 return self._serve(entry, "hit")
@@ -274,17 +275,33 @@ class Request:
 
     @property
     def cache_enabled(self) -> bool:
-        return bool(self.config.cache_memory_bytes or self.config.cache_dir)
+        return bool(self.config.cache_memory_bytes or self.config.cache_dir or self.config.cache_redis_url)
+
+    @property
+    def public(self) -> bool:
+        """Whether this request is anonymous: no Authorization, no Cookie, no signature (principal).
+        Only such requests use or record validator trust: a revalidation is also the wrapped app's
+        access check, and what one anonymous client may read every anonymous client may."""
+        env = self.environ
+        return not (env.get("HTTP_AUTHORIZATION") or env.get("HTTP_COOKIE") or env.get(PRINCIPAL_KEY))
+
+    @property
+    def trusting(self) -> bool:
+        return self.cache.trust_seconds > 0 and self.public
 
     def _identity(self) -> str:
         """Which object this is, across hosts (virtual-host buckets) and paths; with other query
         parameters (versionId) but without x-oss-process: the PATH_INFO and QUERY_STRING of
         source_environ(), without copying the environ."""
-        env = self.environ
-        query = "&".join(raw for raw, key, _ in query_pairs(env.get("QUERY_STRING", ""))
+        query = "&".join(raw for raw, key, _ in query_pairs(self.environ.get("QUERY_STRING", ""))
                          if key != PROCESS_PARAM)
-        return "\n".join((env.get("HTTP_HOST", ""), env.get("SCRIPT_NAME", ""),
-                          env.get("PATH_INFO", ""), query))
+        return self._object_identity(self.environ.get("PATH_INFO", ""), query)
+
+    def _object_identity(self, path: str, query: str) -> str:
+        """The identity of an object of the same app as this request (a watermark image) by the path
+        and query its conditional GET uses: the memo of each one's version is kept under it."""
+        env = self.environ
+        return "\n".join((env.get("HTTP_HOST", ""), env.get("SCRIPT_NAME", ""), path, query))
 
     def _key(self, validator: str) -> str:
         return result_key(self.identity, validator, self.canonical, self.mw.fingerprint)
@@ -306,24 +323,36 @@ class Request:
                 env[name] = self.environ[name]
         return env
 
-    def _revalidate(self, entry: Entry, skip_source: bool = False) -> tuple[bool, Upstream | None]:
-        """Whether every object the entry was made from is unchanged, by conditional GETs. A changed
-        source comes back as its fresh 200 answer, so the miss that follows does not fetch it again."""
+    def _revalidate(self, entry: Entry, skip_source: bool = False,
+                    source_memo: Memo | None = None) -> tuple[bool, Upstream | None, bool]:
+        """(fresh, the changed source's answer, asked): whether every object the entry was made from
+        is unchanged, by conditional GETs, skipping each one confirmed within validator_trust_seconds
+        (``asked`` is false when none had to be asked). A changed source comes back as its fresh 200
+        answer, so the miss that follows does not fetch it again."""
+        asked = False
         for index, (path, query, validator) in enumerate(entry.validators):
             if index == 0 and skip_source:
                 continue
+            identity = self.identity if index == 0 else self._object_identity(path, query)
+            if self.trusting:
+                memo = source_memo if index == 0 and source_memo is not None else self.cache.recall(identity)
+                if self.cache.trusted(memo, validator):
+                    continue
+            asked = True
             upstream = call(self.app, conditional_environ(self.environ, path, query, validator))
-            if upstream.status_code == 304:
+            same = upstream.status_code == 304 or (
+                # an app that ignores conditionals: same version, body unread
+                upstream.status_code == 200 and validator_of(upstream.headers) == validator)
+            if same:
                 upstream.close()
-                continue
-            if upstream.status_code == 200 and validator_of(upstream.headers) == validator:
-                upstream.close()   # an app that ignores conditionals: same version, body unread
+                if self.trusting:
+                    self.cache.remember(identity, validator)
                 continue
             if index == 0 and upstream.status_code == 200:
-                return False, upstream
+                return False, upstream, asked
             upstream.close()
-            return False, None
-        return True, None
+            return False, None, asked
+        return True, None, asked
 
     def _compute(self, fetched: Upstream) -> Entry:
         validators = [(self.environ.get("PATH_INFO", ""), source_environ(self.environ)["QUERY_STRING"],
@@ -380,6 +409,8 @@ class Request:
                 upstream.close()
                 raise missing
             validators.append((path, "", validator_of(upstream.headers) or ""))
+            if self.trusting and validators[-1][2]:
+                self.cache.remember(self._object_identity(path, ""), validators[-1][2])
             loaded[key, orient] = load_image(upstream.read(config.max_source_bytes), config, formats,
                                              orient)
             return loaded[key, orient]

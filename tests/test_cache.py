@@ -1017,7 +1017,7 @@ def test_a_lease_left_by_a_killed_leader_is_taken_over_at_once(tmp_path, monkeyp
     import subprocess
     import sys
 
-    import imgmiddleware.cache as cache_module
+    import imgmiddleware.cache.flight as cache_module
     from imgmiddleware.cache import Entry, ResultCache
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],

@@ -60,11 +60,12 @@ def assert_image(body: bytes, process: str, data: bytes = JPEG) -> None:
 # The app gunicorn loads in each worker: the embedded default (bucket app + middleware), with two
 # test hooks driven through files: the first transform whose pipeline names width STALL_WIDTH (or
 # SAVE_WIDTH) writes its worker's pid and stalls (it is killed there), and every poll of a lease held
-# by another worker (cache._alive) leaves the polling worker's pid. /__pid says which worker a
+# by another worker (cache.flight._alive) leaves the polling worker's pid. /__pid says which worker a
 # kept-alive connection talks to.
 FAULT_APP = textwrap.dedent(r'''
     import os, time
-    from imgmiddleware import cache as cache_module, middleware
+    from imgmiddleware import middleware
+    from imgmiddleware.cache import flight as cache_module
     from imgmiddleware.cli import build_app
     from imgmiddleware.config import Config
 

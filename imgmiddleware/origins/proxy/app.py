@@ -2,6 +2,8 @@
 
     ImageMiddleware(ProxyApp("http://127.0.0.1:8081"))
     ImageMiddleware(ProxyApp("https://bucket.oss-cn-hangzhou.aliyuncs.com/prefix"))
+    proxy = proxy_from_config(config)     # a private bucket: endpoint, bucket, signing, access
+    ImageMiddleware(proxy, config, addressing=proxy.addressing)
 
 The upstream (nginx, S3, OSS, any CDN origin) is configuration only: a request names a path under the
 upstream's base path and nothing else. Its PATH_INFO is percent-encoded again and appended to that
@@ -22,6 +24,13 @@ retries: a PUT body is sent once; a GET or HEAD is repeated once only when a kep
 turned out to be closed by the upstream. An upstream that refuses, cannot be resolved or breaks the
 connection is a 502 BadGateway, one that does not answer in time a 504 GatewayTimeout, both as OSS
 XML with an x-oss-request-id.
+
+With a ``signer`` the upstream is a private bucket and the proxy signs every request with its own
+credentials (signing.py): the client's Authorization, Date and signing headers are dropped, only
+``versionId`` of the query passes, the key must not be empty (no listings), and who may go through
+is decided here first (access.py). A 401 or 403 of the upstream to our signature becomes a clean
+OSS 403 (signing.refusal). upstream.py says where the bucket is (virtual-host or path style) and
+how the proxy's clients name it.
 """
 
 from __future__ import annotations
@@ -37,9 +46,12 @@ import urllib3
 from urllib3.connectionpool import connection_from_url
 from urllib3.exceptions import (ConnectTimeoutError, HTTPError, NewConnectionError, ProtocolError,
                                 ReadTimeoutError)
-from urllib3.util import parse_url
 
-from ..errors import OssError, new_request_id
+from ...errors import OssError, new_request_id
+from ...subrequest import PlainAddressing, query_pairs
+from .access import ProxyAccess
+from .signing import FORWARDED_QUERY, REFUSAL_READ, Signer, UpstreamRequest, refusal
+from .upstream import CustomDomainAddressing, locate
 
 log = logging.getLogger("imgmiddleware.proxy")
 
@@ -92,27 +104,29 @@ QUERY_SAFE = "%/?:@!$&'()*+,;=-._~"
 
 
 class ProxyApp:
-    """A WSGI app serving every object of ``upstream`` (``http[s]://host[:port][/base/path]``)."""
+    """A WSGI app serving every object of ``upstream`` (``http[s]://host[:port][/base/path]``), or
+    with ``bucket`` every object of that bucket of the object store at ``upstream`` (its endpoint),
+    addressed virtual-host or path style; with ``signer`` (which needs the bucket) a private one."""
 
     def __init__(self, upstream: str, connect_timeout: float = 2.0, read_timeout: float = 10.0,
-                 pool_size: int = 16) -> None:
-        parsed = parse_url(upstream)
-        if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise ValueError(f"upstream must be an http:// or https:// URL, not {upstream!r}")
-        if parsed.auth or parsed.query is not None or parsed.fragment is not None:
-            raise ValueError(f"upstream must be scheme://host[:port][/path], without credentials, "
-                             f"query or fragment: {upstream!r}")
+                 pool_size: int = 16, bucket: str = "", addressing: str = "auto",
+                 signer: Signer | None = None, access: ProxyAccess | None = None) -> None:
+        self.where = locate(upstream, bucket, addressing)
         if pool_size < 1:
             raise ValueError("pool_size must be at least 1")
+        if signer is not None and not bucket:
+            raise ValueError("a proxy that signs its requests needs the bucket (upstream_bucket)")
         self.upstream = upstream
-        self.scheme = parsed.scheme
-        self.base_path = (parsed.path or "").rstrip("/")
-        default_port = 443 if parsed.scheme == "https" else 80
-        self.host_header = parsed.host if parsed.port in (None, default_port) \
-            else f"{parsed.host}:{parsed.port}"
+        self.scheme = self.where.scheme
+        self.base_path = self.where.base_path
+        self.host_header = self.where.host_header
         self.timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
         self.pool_size = pool_size
-        self._origin = f"{parsed.scheme}://{self.host_header}"
+        self.signer = signer
+        self.access = access if access is not None else ProxyAccess()
+        # How the middleware in front names our objects: /<key>, of the one bucket when there is one.
+        self.addressing = CustomDomainAddressing(bucket) if bucket else PlainAddressing()
+        self._origin = self.where.origin
         self._lock = threading.Lock()
         self._pool = None
         self._pid = None
@@ -128,9 +142,11 @@ class ProxyApp:
         if pool is None or self._pid != pid:
             with self._lock:
                 if self._pool is None or self._pid != pid:
+                    tls_name = ({"server_hostname": self.where.server_hostname}
+                                if self.where.server_hostname else {})
                     self._pool = connection_from_url(
                         self._origin, maxsize=self.pool_size, block=False, retries=False,
-                        timeout=self.timeout)
+                        timeout=self.timeout, **tls_name)
                     self._pid = pid
                 pool = self._pool
         return pool
@@ -152,7 +168,11 @@ class ProxyApp:
                                "The specified method is not allowed against this resource.",
                                status=405, Method=method, ResourceType="Object")
             target = self.target(environ)
+            if self.signer is not None:
+                self._admit(environ, method)
             response = self._send(method, target, environ)
+            if self.signer is not None and response.status in (401, 403):
+                raise self._refusal(response)
         except OssError as err:
             return self._error(environ, start_response, err)
 
@@ -167,17 +187,13 @@ class ProxyApp:
     def target(self, environ) -> str:
         """The request target at the upstream: base path + the re-encoded PATH_INFO + the query.
         Always an origin-form path: it starts with "/" and goes to the configured host."""
-        raw = environ.get("PATH_INFO", "") or "/"
-        try:
-            path_bytes = raw.encode("latin-1")      # PEP 3333: the URL's bytes as latin-1
-        except UnicodeEncodeError:                  # a server that decoded UTF-8 itself
-            path_bytes = raw.encode("utf-8")
-        if not path_bytes.startswith(b"/"):
-            path_bytes = b"/" + path_bytes
-        if any(segment in (b".", b"..") for segment in path_bytes.split(b"/")):
-            # The upstream would resolve it, possibly above the base path: never sent.
-            raise OssError("InvalidObjectName", "The specified object is not valid.", status=400)
-        target = self.base_path + quote(path_bytes, safe=PATH_SAFE)
+        target = self.base_path + quote(_path_bytes(environ), safe=PATH_SAFE)
+        if self.signer is not None:
+            # Only the object's version, encoded as SigV4 and OSS V4 canonicalise it.
+            pairs = self.forwarded_query(environ)
+            if pairs:
+                target += "?" + "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs)
+            return target
         query = environ.get("QUERY_STRING", "")
         if query:
             try:
@@ -186,6 +202,11 @@ class ProxyApp:
                 query_bytes = query.encode("utf-8")
             target += "?" + quote(query_bytes, safe=QUERY_SAFE)
         return target
+
+    def forwarded_query(self, environ) -> list[tuple[str, str]]:
+        """The decoded query pairs a signed request passes on (the object's version only)."""
+        return [(key, value) for _, key, value in query_pairs(environ.get("QUERY_STRING", ""))
+                if key in FORWARDED_QUERY]
 
     def request_headers(self, method: str, environ) -> dict[str, str]:
         headers = {"Host": self.host_header}
@@ -197,9 +218,38 @@ class ProxyApp:
                 name = FORWARDED_ON_PUT.get(key)
             if name is None and key.startswith(FORWARDED_PREFIXES):
                 name = "-".join(part.capitalize() for part in key[5:].split("_"))
-            if name is not None:
+            if name is not None and (self.signer is None or self.signer.forwards(name, method)):
                 headers[name] = value
         return headers
+
+    # --- a private bucket ---------------------------------------------------------------------------
+
+    def _admit(self, environ, method: str) -> None:
+        """Before a request we sign: an object key, and a requester the access rules let through."""
+        key = self.addressing.key_of(environ)
+        if not key:
+            raise OssError("InvalidObjectName", "An object key is required: this server serves the "
+                           "objects of its bucket, not listings.", status=400)
+        self.access.check(environ, method, self.where.bucket, key)
+
+    def _sign(self, method: str, target: str, headers: dict[str, str], environ) -> dict[str, str]:
+        # The key as the store decodes it from the path we send (after "/<bucket>/" or "/").
+        key = _path_bytes(environ)[1:].decode("utf-8", "replace")
+        request = UpstreamRequest(method, f"{self.scheme}://{self.host_header}{target}", headers,
+                                  self.where.bucket, key, self.forwarded_query(environ))
+        self.signer.sign(request)
+        return request.headers
+
+    def _refusal(self, response) -> OssError:
+        """The upstream refused our signature: its body is read (a little) and never passed on."""
+        try:
+            body = response.read(REFUSAL_READ, decode_content=True) or b""
+        except (HTTPError, OSError):
+            body = b""
+        finally:
+            _release(response, complete=False)
+        request_id = response.headers.get("x-amz-request-id") or response.headers.get("x-oss-request-id", "")
+        return refusal(response.status, body, self.upstream, request_id)
 
     # --- the exchange ---------------------------------------------------------------------------------
 
@@ -219,6 +269,8 @@ class ProxyApp:
                     headers["Content-Length"] = "0"
             else:
                 headers["Content-Length"] = "0"                  # PEP 3333: no length, no body
+        if self.signer is not None:
+            headers = self._sign(method, target, headers, environ)
         attempts = 2 if method in ("GET", "HEAD") else 1
         for attempt in range(attempts):
             try:
@@ -278,6 +330,21 @@ class StreamedBody:
 
     def close(self) -> None:
         _release(self.response, complete=self.complete)
+
+
+def _path_bytes(environ) -> bytes:
+    """PATH_INFO's bytes, starting with "/"; a "." or ".." segment is refused (400), since the
+    upstream would resolve it, possibly above the base path."""
+    raw = environ.get("PATH_INFO", "") or "/"
+    try:
+        path_bytes = raw.encode("latin-1")      # PEP 3333: the URL's bytes as latin-1
+    except UnicodeEncodeError:                  # a server that decoded UTF-8 itself
+        path_bytes = raw.encode("utf-8")
+    if not path_bytes.startswith(b"/"):
+        path_bytes = b"/" + path_bytes
+    if any(segment in (b".", b"..") for segment in path_bytes.split(b"/")):
+        raise OssError("InvalidObjectName", "The specified object is not valid.", status=400)
+    return path_bytes
 
 
 def _release(response, complete: bool) -> None:
