@@ -227,16 +227,14 @@ class FontTable:
 
     @property
     def fingerprint(self) -> str:
-        """Changes when any name is drawn by another file, so cached text watermarks follow a font
-        install (it goes into the result cache key)."""
+        """Changes when any name is drawn by another face, so cached text watermarks follow a font
+        install (it goes into the result cache key). Made of what the files hold, not where they
+        are or when they were written, so nodes installed apart with the same font packages share
+        results (issue 16): each file's size and a digest of its first and last 64 KiB."""
         parts = []
         for name in FONT_NAMES:
             face = self.faces.get(name)
-            if face is None:
-                parts.append(f"{name}=")
-                continue
-            stat = os.stat(face.path)
-            parts.append(f"{name}={face.path}#{face.index}:{stat.st_size}:{int(stat.st_mtime)}")
+            parts.append(f"{name}=" + (f"{_content_id(face.path)}#{face.index}" if face else ""))
         return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:12]
 
     def report(self) -> list[tuple[int, str]]:
@@ -339,3 +337,15 @@ def font_table(font_dirs=(), overrides: dict | None = None) -> FontTable:
 
 def font_table_for(config) -> FontTable:
     return font_table(tuple(config.font_dirs), dict(config.fonts))
+
+
+def _content_id(path: str, edge: int = 64 * 1024) -> str:
+    """A font file's identity by content: its size and a digest of its two ends (a whole Noto CJK
+    collection would take 0.1 s to hash; a different release differs in its tables at both ends)."""
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        digest = hashlib.sha1(fh.read(edge))
+        if size > edge:
+            fh.seek(max(edge, size - edge))
+            digest.update(fh.read(edge))
+    return f"{size}:{digest.hexdigest()[:16]}"
