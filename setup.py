@@ -43,6 +43,17 @@ setup(
         # streams bodies both ways (preload_content=False, generator bodies, urllib3.Timeout); 2.0
         # for its HTTPResponse.stream() and NameResolutionError/NewConnectionError split.
         "urllib3>=2.0",
+        # x-oss-hash-crc64ecma on PUT, GET and multipart Complete (origins/bucket/crc64.py), so the
+        # SDKs' CRC checks run: CRC-64/ECMA-182 as OSS computes it, by the package oss2 itself checks
+        # with (a C extension: 20 MB in about 60 ms). 1.7 is its current release since 2010: a
+        # finished algorithm, not an abandoned one; oss2 requires the same.
+        "crcmod>=1.7",
+        # Prometheus metrics (imgmiddleware/telemetry/): the exposition format, and the multiprocess
+        # mode that adds gunicorn's workers up (per-process mmap files, live gauges, mark_process_dead,
+        # MultiProcessCollector.merge for folding a dead worker's files). Imported only when metrics
+        # are on. 0.18: the oldest tests/test_telemetry.py passes with (checked 0.12 to 0.26: with
+        # 0.17.1 a dead worker's files are not folded, 0.16 and 0.12 fail earlier).
+        "prometheus_client>=0.18",
     ],
     extras_require={
         # HEIC/HEIF input and output (OpenCV has no HEVC codec).

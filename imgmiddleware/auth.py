@@ -1,11 +1,16 @@
-"""OSS request signatures (spec §9): V1 header and presigned URL, V4 header and presigned URL.
+"""OSS request signatures (spec §9): V1, V2 and V4, each as a header and as a presigned URL.
 
 Verification: the server recomputes the signature from the request it received and compares in
 constant time. It needs the request as WSGI gives it (method, headers, decoded query pairs) and the
 bucket and key it addresses. ``x-oss-process`` is a signed sub-resource in V1 and, like every query
 parameter, signed in V4, so a signed URL cannot be given another process string.
 
-Signing (``sign_v1``, ``sign_v4``): the reverse proxy's own requests to a private OSS bucket
+V2 (oss2's ``AuthV2``: ``Authorization: OSS2 ...`` and ``x-oss-signature-version=OSS2`` URLs) is
+V1's string-to-sign with every query parameter in the resource, the signed additional headers listed,
+and HMAC-SHA256. V4 signatures name a region: one made for another region than the server's
+(``region``) is refused as OSS refuses it, before the signature is computed.
+
+Signing (``sign_v1``, ``sign_v2``, ``sign_v4``): the reverse proxy's own requests to a private OSS bucket
 (origins/proxy/signing.py), from the same string-to-sign and signature functions, so what we send
 is exactly what we would accept.
 """
@@ -41,6 +46,7 @@ x-oss-async-process regionList x-oss-write-get-object-response img
 """.split())
 
 V4_ALGORITHM = "OSS4-HMAC-SHA256"
+V2_VERSION = "OSS2"
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,32 @@ def v1_signature(secret: str, string_to_sign: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
+# --- V2 ---------------------------------------------------------------------------------------------
+
+def _v2_quote(text: str) -> str:
+    return quote(text, safe="-_.~")
+
+
+def v2_string_to_sign(req: SignedRequest, date: str, additional: list[str]) -> str:
+    """VERB, Content-MD5, Content-Type, date, the x-oss-* and additional headers (lower-case names,
+    sorted), the additional header names, then the resource: /bucket/key percent-encoded whole ('/'
+    too) and every query parameter but the signature, encoded and sorted."""
+    names = sorted(set(additional))
+    headers = sorted((k, v.strip()) for k, v in req.headers.items()
+                     if k.startswith("x-oss-") or k in names)
+    uri = _v2_quote(f"/{req.bucket}/{req.key}" if req.bucket else "/")
+    pairs = sorted((_v2_quote(k), _v2_quote(v)) for k, v in req.query if k != "x-oss-signature")
+    if pairs:
+        uri += "?" + "&".join(f"{k}={v}" if v else k for k, v in pairs)
+    return "\n".join((req.method, req.headers.get("content-md5", ""), req.headers.get("content-type", ""),
+                      date, "".join(f"{k}:{v}\n" for k, v in headers) + ";".join(names), uri))
+
+
+def v2_signature(secret: str, string_to_sign: str) -> str:
+    digest = hmac.new(secret.encode("utf-8"), string_to_sign.encode("utf-8"), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
 # --- V4 ---------------------------------------------------------------------------------------------
 
 def _v4_quote(text: str, keep: str = "") -> str:
@@ -133,6 +165,15 @@ def sign_v1(req: SignedRequest, access_key: str, secret: str, date: str) -> str:
     return f"OSS {access_key}:{v1_signature(secret, v1_string_to_sign(req, date))}"
 
 
+def sign_v2(req: SignedRequest, access_key: str, secret: str, date: str,
+            additional: list[str] = ()) -> str:
+    """The V2 Authorization header of ``req``, whose Date header is ``date``."""
+    names = sorted(additional)
+    signature = v2_signature(secret, v2_string_to_sign(req, date, names))
+    listed = f",AdditionalHeaders:{';'.join(names)}" if names else ""
+    return f"OSS2 AccessKeyId:{access_key}{listed},Signature:{signature}"
+
+
 def sign_v4(req: SignedRequest, access_key: str, secret: str, region: str, when: str,
             additional: list[str] = ()) -> str:
     """The V4 Authorization header of ``req``, whose x-oss-date header is ``when``
@@ -147,26 +188,65 @@ def sign_v4(req: SignedRequest, access_key: str, secret: str, region: str, when:
 
 # --- verification -----------------------------------------------------------------------------------
 
-def verify(req: SignedRequest, credentials: Mapping[str, str], now: float | None = None) -> str | None:
-    """The access key id of a correctly signed request, None for an anonymous one; OssError otherwise."""
+def verify(req: SignedRequest, credentials: Mapping[str, str], now: float | None = None,
+           region: str | None = None) -> str | None:
+    """The access key id of a correctly signed request, None for an anonymous one; OssError otherwise.
+    ``region``: the server's; a V4 signature scoped to another is refused (None: not checked)."""
     now = time.time() if now is None else now
     query = dict(reversed(req.query))   # duplicates: the first wins (spec §9.2)
     authorization = req.headers.get("authorization", "")
     in_url_v1 = "Signature" in query or "OSSAccessKeyId" in query
-    in_url_v4 = "x-oss-signature" in query
-    if authorization and (in_url_v1 or in_url_v4):
+    in_url = "x-oss-signature" in query
+    if authorization and (in_url_v1 or in_url):
         raise OssError("InvalidArgument", "Authorization header and signature parameters both given.")
+    if region is not None:
+        check_region(req, region)
     if authorization.startswith("OSS "):
         return _verify_v1_header(req, authorization[4:], credentials, now)
+    if authorization.startswith(V2_VERSION + " "):
+        return _verify_v2_header(req, authorization[len(V2_VERSION) + 1:], credentials, now)
     if authorization.startswith(V4_ALGORITHM + " "):
         return _verify_v4_header(req, authorization[len(V4_ALGORITHM) + 1:], credentials, now)
     if authorization:
         raise OssError("InvalidArgument", "Authorization header is invalid.")
-    if in_url_v4 or query.get("x-oss-signature-version") == V4_ALGORITHM:
+    version = query.get("x-oss-signature-version")
+    if version == V2_VERSION:
+        return _verify_v2_query(req, query, credentials, now)
+    if in_url or version == V4_ALGORITHM:
         return _verify_v4_query(req, query, credentials, now)
     if in_url_v1 or "Expires" in query:
         return _verify_v1_query(req, query, credentials, now)
     return None
+
+
+def v4_region(req: SignedRequest) -> str | None:
+    """The region a V4 signature is scoped to (header or URL), None for any other request."""
+    authorization = req.headers.get("authorization", "")
+    credential = None
+    if authorization.startswith(V4_ALGORITHM + " "):
+        for item in authorization[len(V4_ALGORITHM) + 1:].replace(", ", ",").split(","):
+            name, _, content = item.strip().partition("=")
+            if name == "Credential":
+                credential = content
+    elif not authorization:
+        query = dict(reversed(req.query))
+        if query.get("x-oss-signature-version") == V4_ALGORITHM or (
+                "x-oss-signature" in query and query.get("x-oss-signature-version") != V2_VERSION):
+            credential = query.get("x-oss-credential")
+    if not credential:
+        return None
+    parts = credential.split("/")
+    return parts[2] if len(parts) == 5 else None
+
+
+def check_region(req: SignedRequest, region: str) -> None:
+    """OSS's refusal of a V4 signature scoped to another region than the bucket's (400
+    InvalidArgument, EC 0002-00000226). The bundled bucket runs this on the middleware's
+    subrequests too, which keep the client's Authorization or x-oss-credential."""
+    scoped = v4_region(req)
+    if scoped is not None and scoped != region:
+        raise OssError("InvalidArgument", "Invalid signing region in Authorization header.", "0002-00000226",
+                       status=400)
 
 
 def _secret(credentials: Mapping[str, str], access_key: str) -> str:
@@ -220,6 +300,57 @@ def _verify_v1_query(req: SignedRequest, query: dict, credentials, now: float) -
     secret = _secret(credentials, access_key)
     string = v1_string_to_sign(req, expires)
     if not constant_time_equal(v1_signature(secret, string), provided):
+        raise _mismatch(string, provided, access_key)
+    return access_key
+
+
+def _date_checked(req: SignedRequest, now: float) -> str:
+    date = req.headers.get("date")
+    if not date:
+        raise denied("AccessDenied", "Missing Date Header.")
+    try:
+        when = parsedate_to_datetime(date).timestamp()
+    except (TypeError, ValueError):
+        raise denied("AccessDenied", "Invalid Date Header.") from None
+    if abs(now - when) > MAX_SKEW_SECONDS:
+        raise denied("RequestTimeTooSkewed",
+                     "The difference between the request time and the current time is too large.")
+    return date
+
+
+def _verify_v2_header(req: SignedRequest, value: str, credentials, now: float) -> str:
+    fields = {}
+    for item in value.split(","):
+        name, sep, content = item.strip().partition(":")
+        if sep:
+            fields[name] = content
+    access_key, provided = fields.get("AccessKeyId"), fields.get("Signature")
+    if not access_key or not provided:
+        raise OssError("InvalidArgument", "Authorization header is invalid.")
+    date = _date_checked(req, now)
+    secret = _secret(credentials, access_key)
+    additional = [h.strip().lower() for h in fields.get("AdditionalHeaders", "").split(";") if h.strip()]
+    string = v2_string_to_sign(req, date, additional)
+    if not constant_time_equal(v2_signature(secret, string), provided):
+        raise _mismatch(string, provided, access_key)
+    return access_key
+
+
+def _verify_v2_query(req: SignedRequest, query: dict, credentials, now: float) -> str:
+    access_key, expires = query.get("x-oss-access-key-id"), query.get("x-oss-expires")
+    provided = query.get("x-oss-signature")
+    if not (access_key and expires and provided):
+        raise denied("AccessDenied", "Missing x-oss-access-key-id, x-oss-expires or x-oss-signature.")
+    try:
+        expiry = int(expires)
+    except ValueError:
+        raise denied("AccessDenied", "Invalid Expires.") from None
+    if now > expiry:
+        raise denied("AccessDenied", "Request has expired.", Expires=expires)
+    secret = _secret(credentials, access_key)
+    additional = [h.strip().lower() for h in query.get("x-oss-additional-headers", "").split(";") if h.strip()]
+    string = v2_string_to_sign(req, expires, additional)
+    if not constant_time_equal(v2_signature(secret, string), provided):
         raise _mismatch(string, provided, access_key)
     return access_key
 

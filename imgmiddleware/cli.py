@@ -99,7 +99,8 @@ def build_app(root: str, config: Config, static: bool = False):
         store = StyleStore(config.styles_file or None, inline=config.styles)
         return ImageMiddleware(static_app(root), config, style_store=store)
     store = StyleStore(config.styles_file or None, Path(root) / META_DIR / "styles", config.styles)
-    bucket = BucketApp(root, config.credentials, config.bucket_acl, config.default_acl, styles=store)
+    bucket = BucketApp(root, config.credentials, config.bucket_acl, config.default_acl, styles=store,
+                       region=config.region)
     return ImageMiddleware(bucket, config, addressing=bucket.addressing, style_store=store)
 
 

@@ -156,6 +156,11 @@ class Config:
     credentials: dict = field(default_factory=dict)   # AccessKeyId -> secret; {}: no signature checks
     bucket_acl: dict = field(default_factory=dict)    # bucket -> private | public-read | public-read-write
     default_acl: str = "public-read"
+    # The region of the bundled bucket (OSS's region ID, no "oss-" prefix): V4 signatures must be
+    # scoped to it (another is 400 InvalidArgument, EC 0002-00000226, as on OSS); ListBuckets and
+    # GetBucketInfo report Location "oss-<region>". oss2 and ali-oss default to no region; the guides'
+    # examples use "cn-hangzhou" (region="cn-hangzhou", region: "oss-cn-hangzhou").
+    region: str = "cn-hangzhou"
     styles_file: str = ""                      # the operator's styles (conf/styles.toml); reloaded on change
     style_delimiters: str = ""                 # any of - _ / ! : "key!name" means style/name
     # Source-image protection (spec §1.4): bucket ("" for a bucketless app) -> {"prefixes": [...],
@@ -192,6 +197,8 @@ class Config:
         if self.default_acl not in ("private", "public-read", "public-read-write") or any(
                 acl not in ("private", "public-read", "public-read-write") for acl in self.bucket_acl.values()):
             raise ValueError("config ACLs must be private, public-read or public-read-write")
+        if not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", self.region) or self.region.startswith("oss-"):
+            raise ValueError(f'config region must be an OSS region ID such as "cn-hangzhou", got {self.region!r}')
         if set(self.style_delimiters) - set("-_/!"):
             raise ValueError("config style_delimiters may hold only - _ / !")
         unknown = set(self.auto_formats) - {"avif", "webp", "jpg", "png", "heic"}

@@ -143,7 +143,8 @@ class ImageMiddleware:
             # The client signed a GET: the app would check its signature against our HEAD and refuse
             # it, and a signed GET of a real key "a!small" would be styled. Tell it who is asking.
             try:
-                principal = verify(signed_request(self, environ), self.config.credentials)
+                principal = verify(signed_request(self, environ), self.config.credentials,
+                                   region=self.config.region)
             except OssError:
                 return None      # a bad signature: the plain request gets the app's refusal
             probe[PRINCIPAL_KEY] = principal or ""
@@ -251,7 +252,8 @@ class Request:
                     and not self.process.startswith("style/"):
                 raise protection_error()
             return
-        principal = verify(signed_request(self.mw, self.signed_environ), self.config.credentials)
+        principal = verify(signed_request(self.mw, self.signed_environ), self.config.credentials,
+                           region=self.config.region)
         if principal is None:
             acl = self.config.bucket_acl.get(self.bucket, self.config.default_acl)
             if acl == "private":
@@ -264,7 +266,8 @@ class Request:
     def guard_plain_get(self):
         """A plain GET of a protected key: only a signed request may have the original."""
         try:
-            principal = (verify(signed_request(self.mw, self.environ), self.config.credentials)
+            principal = (verify(signed_request(self.mw, self.environ), self.config.credentials,
+                                 region=self.config.region)
                          if self.config.credentials else None)
         except OssError as err:
             return self._error(err)

@@ -69,6 +69,25 @@ class StyleStore:
         names = set(self._managed(bucket)) | set(self._conf_styles(bucket))
         return [self.get_record(bucket, n) for n in sorted(names)]
 
+    def get_own(self, bucket: str, name: str) -> Style | None:
+        """A style of the bucket itself (the API's, or the operator's ``[bucket.<name>]`` table),
+        as OSS's GetStyle knows it: operator-wide styles are not the bucket's."""
+        managed = self._managed(bucket).get(name)
+        if managed is not None:
+            return Style(**managed)
+        self._reload_conf()
+        content = self._conf.get("bucket", {}).get(bucket, {}).get(name)
+        if content is None:
+            return None
+        stamp = self._conf_stamp[0] if self._conf_stamp else 0.0
+        return Style(name, content, stamp, stamp)
+
+    def list_own(self, bucket: str) -> list[Style]:
+        """ListStyle: the bucket's own styles only (see get_own)."""
+        self._reload_conf()
+        names = set(self._managed(bucket)) | set(self._conf.get("bucket", {}).get(bucket, {}))
+        return [self.get_own(bucket, n) for n in sorted(names)]
+
     def mapping(self, bucket: str) -> "BucketStyles":
         return BucketStyles(self, bucket)
 
@@ -111,8 +130,8 @@ class StyleStore:
 
     def put(self, bucket: str, name: str, content: str) -> None:
         check_name(name)
-        if not content.startswith("image/"):
-            raise OssError("InvalidArgument", "The style content must start with image/.")
+        if not content:     # OSS stores any other content as it is; it fails only when used
+            raise OssError("InvalidArgument", "Style content is invalid.")
         path = self._managed_path(bucket)
         if path is None:
             raise OssError("NotImplemented", "Styles cannot be stored: no data directory.")

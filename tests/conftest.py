@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import socket
 import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -22,6 +28,9 @@ from imgmiddleware.origins.static import static_app
 FIXTURES = Path(__file__).parent / "fixtures"
 NODE_LOCK_DIR = Path(__file__).parent / "node"          # package.json + package-lock.json, committed
 NODE_DIR = NODE_LOCK_DIR / ".cache"                      # where npm ci installs them (gitignored)
+# The SDK acceptance tests' server (the `server` fixture): its key and its two buckets.
+SDK_AK, SDK_SK = "test-ak", "test-sk"
+SDK_BUCKETS = ("examplebucket", "targetbucket")
 
 # The Debian packages of the real faces behind OSS's font names (imgmiddleware/imaging/fonts.py).
 FONT_PACKAGES = ("fonts-wqy-zenhei", "fonts-wqy-microhei", "fonts-droid-fallback", "fonts-noto-cjk",
@@ -187,3 +196,68 @@ def ali_oss() -> Path:
     locked = json.loads(lock)["packages"]["node_modules/ali-oss"]["version"]
     assert json.loads((package / "package.json").read_text())["version"] == locked
     return package
+
+
+# --- imgmiddleware serve for the SDK acceptance tests (test_sdk*.py) ---------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, base: str, port: int, root: Path, log: Path) -> None:
+        self.base, self.port, self.root, self.log = base, port, root, log
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-5000:]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`imgmiddleware serve` (gunicorn, 2 workers) on a free loopback port over two private buckets,
+    examplebucket and targetbucket, key test-ak / test-sk, the [all] style oss-pic-style-w-100; one
+    per test module, stopped at its end (tests/test_sdk.py's docstring has the details)."""
+    tmp = tmp_path_factory.mktemp("sdk-server")
+    root = tmp / "data"
+    for name in SDK_BUCKETS:
+        (root / name).mkdir(parents=True)
+    styles = tmp / "styles.toml"
+    styles.write_text('[all]\noss-pic-style-w-100 = "image/resize,w_100"\n')
+    config = tmp / "imgmiddleware.toml"
+    config.write_text(f'default_acl = "private"\nstyles_file = {json.dumps(str(styles))}\n'
+                      f'cache_dir = {json.dumps(str(tmp / "cache"))}\n'
+                      f'[credentials]\n{SDK_AK} = "{SDK_SK}"\n')
+    port = free_port()
+    command = shutil.which("imgmiddleware")
+    argv = [command] if command else [sys.executable, "-m", "imgmiddleware.cli"]
+    argv += ["--config", str(config), "serve", "--root", str(root), "--bind", f"127.0.0.1:{port}",
+             "--workers", "2"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMGMW_")}
+    log = tmp / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, cwd=tmp, env=env, stdout=out, stderr=subprocess.STDOUT)
+    srv = Server(f"http://127.0.0.1:{port}", port, root, log)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(srv.base + "/", timeout=2).close()
+                break
+            except urllib.error.HTTPError:
+                break                                   # any OSS answer (an XML error) means ready
+            except (urllib.error.URLError, ConnectionError, socket.timeout):
+                if proc.poll() is not None:
+                    pytest.fail("imgmiddleware serve exited:\n" + srv.output())
+                if time.monotonic() > deadline:
+                    pytest.fail("imgmiddleware serve did not start in 30 s:\n" + srv.output())
+                time.sleep(0.1)
+        yield srv
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,4 +1,4 @@
-"""The bundled OSS-compatible bucket app (imgmiddleware/origins/bucket.py), as a client sees it.
+"""The bundled OSS-compatible bucket app (imgmiddleware/origins/bucket/), as a client sees it.
 
 Everything goes through ``build_app(root, Config(...))`` (the middleware over the bucket, what
 ``imgmiddleware serve`` runs) in werkzeug's test Client, except the failure-injection and thread
@@ -199,7 +199,10 @@ def test_put_then_get_and_head(client, root):
         assert head.headers[name] == got.headers[name]
 
 
-def test_content_type_from_the_extension_when_the_put_has_none(root):
+def test_a_put_without_content_type_is_octet_stream_and_files_by_hand_go_by_extension(root):
+    """OSS stores what the request says and application/octet-stream when it says nothing (the SDKs
+    guess from the name themselves; COMPATIBILITY.md decision 182); a file dropped in by hand has no
+    request, so its name decides."""
     app = BucketApp(root, default_acl=RW)
     env = EnvironBuilder(path=f"/{BUCKET}/photo.png", method="PUT", input_stream=BytesIO(b"x" * 10),
                          content_length=10).get_environ()
@@ -207,7 +210,7 @@ def test_content_type_from_the_extension_when_the_put_has_none(root):
     status, _ = _call(app, env)
     assert status.startswith("200")
     got = send(Client(app), "GET", BUCKET, "photo.png")
-    assert got.headers["Content-Type"] == "image/png"
+    assert got.headers["Content-Type"] == "application/octet-stream"
     assert send(Client(app), "GET", BUCKET, "example.jpg").headers["Content-Type"] == "image/jpeg"
 
 
@@ -642,8 +645,10 @@ def test_list_objects_refuses_bad_arguments_and_other_subresources(client):
     for query in ([("max-keys", "0")], [("max-keys", "1001")], [("max-keys", "x")],
                   [("encoding-type", "base64")]):
         assert oss_error(send(client, "GET", BUCKET, "", query))["Code"] == "InvalidArgument", query
-    for query in ([("acl", "")], [("list-type", "2")], [("cors", "")]):
+    for query in ([("cors", "")], [("lifecycle", "")], [("website", "")]):
         assert oss_error(send(client, "GET", BUCKET, "", query))["Code"] == "NotImplemented", query
+    # GetBucketAcl is the owner's (tests/test_bucket_api.py): anonymous is refused
+    assert oss_error(send(client, "GET", BUCKET, "", [("acl", "")]))["Code"] == "AccessDenied"
     assert oss_error(send(client, "GET", "nosuchbucket", ""))["Code"] == "NoSuchBucket"
 
 

@@ -3,7 +3,7 @@ errors of the disk itself.
 
 OSS's namespace is flat and only the whole key is limited (1023 bytes of UTF-8): a segment over the
 file system's NAME_MAX, ``a`` beside ``a/b``, ``a//b`` beside ``a/b`` are all ordinary keys there. The
-bucket stores what its own path cannot hold in a spill area (imgmiddleware/origins/bucket.py), and
+bucket stores what its own path cannot hold in a spill area (imgmiddleware/origins/bucket/store.py), and
 every other OSError (a full disk, a read-only one, a path over PATH_MAX, a file where a directory
 should be) becomes an OSS XML error, never an empty reply or a traceback.
 
@@ -36,7 +36,7 @@ import oss2
 import pytest
 from werkzeug.test import Client, EnvironBuilder
 
-import imgmiddleware.origins.bucket as bucket_module
+import imgmiddleware.origins.bucket.store as bucket_module
 from imgmiddleware.origins.bucket import META_DIR, BucketApp
 
 from .conftest import size_of

@@ -2,8 +2,8 @@
 
 The examples are the Python (oss2) and Node.js (ali-oss) code of the OSS image-processing guides in
 the user's source documents, with only the endpoint, the keys and the bucket and object names filled
-in. A module fixture starts ``imgmiddleware serve`` (gunicorn, 2 workers) on a free loopback port over
-a temporary data root holding two buckets, ``examplebucket`` and ``targetbucket``, both private
+in. A module fixture (``server``, in tests/conftest.py) starts ``imgmiddleware serve`` (gunicorn, 2
+workers) on a free loopback port over a temporary data root holding two buckets, ``examplebucket`` and ``targetbucket``, both private
 (``default_acl = "private"``: as in the guides, only signed requests and signed URLs get the images),
 with the credentials ``test-ak`` / ``test-sk`` and the style ``oss-pic-style-w-100 =
 "image/resize,w_100"``. Every result is checked with Pillow against what OSS documents for the
@@ -52,10 +52,7 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -66,75 +63,16 @@ import oss2
 import pytest
 from PIL import Image, ImageChops, ImageFilter, ImageStat
 
-from .conftest import FIXTURES
+from .conftest import FIXTURES, SDK_AK, SDK_BUCKETS, SDK_SK
 
-AK, SK = "test-ak", "test-sk"
-BUCKET, TARGET = "examplebucket", "targetbucket"
+AK, SK = SDK_AK, SDK_SK
+BUCKET, TARGET = SDK_BUCKETS
 EXAMPLE = FIXTURES / "example.jpg"            # 400 x 267 JPEG
 
 WATERMARK = "image/watermark,text_SGVsbG8g5Zu-54mH5pyN5YqhIQ"   # "Hello 图片服务!", black, bottom right
 
 
-# --- the server -------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    def __init__(self, base: str, port: int, root: Path, log: Path) -> None:
-        self.base, self.port, self.root, self.log = base, port, root, log
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-5000:]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("sdk-server")
-    root = tmp / "data"
-    for name in (BUCKET, TARGET):
-        (root / name).mkdir(parents=True)
-    styles = tmp / "styles.toml"
-    styles.write_text('[all]\noss-pic-style-w-100 = "image/resize,w_100"\n')
-    config = tmp / "imgmiddleware.toml"
-    config.write_text(f'default_acl = "private"\nstyles_file = {json.dumps(str(styles))}\n'
-                      f'cache_dir = {json.dumps(str(tmp / "cache"))}\n'
-                      f'[credentials]\n{AK} = "{SK}"\n')
-    port = free_port()
-    command = shutil.which("imgmiddleware")
-    argv = [command] if command else [sys.executable, "-m", "imgmiddleware.cli"]
-    argv += ["--config", str(config), "serve", "--root", str(root), "--bind", f"127.0.0.1:{port}",
-             "--workers", "2"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IMGMW_")}
-    log = tmp / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, cwd=tmp, env=env, stdout=out, stderr=subprocess.STDOUT)
-    srv = Server(f"http://127.0.0.1:{port}", port, root, log)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(srv.base + "/", timeout=2).close()
-                break
-            except urllib.error.HTTPError:
-                break                                   # any OSS answer (an XML error) means ready
-            except (urllib.error.URLError, ConnectionError, socket.timeout):
-                if proc.poll() is not None:
-                    pytest.fail("imgmiddleware serve exited:\n" + srv.output())
-                if time.monotonic() > deadline:
-                    pytest.fail("imgmiddleware serve did not start in 30 s:\n" + srv.output())
-                time.sleep(0.1)
-        yield srv
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+# The server: the module-scoped `server` fixture of tests/conftest.py.
 
 
 # --- helpers ----------------------------------------------------------------------------------------

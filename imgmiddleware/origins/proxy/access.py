@@ -34,24 +34,26 @@ class ProxyAccess:
 
     def __init__(self, credentials: Mapping[str, str] | None = None,
                  bucket_acl: Mapping[str, str] | None = None, default_acl: str = "public-read",
-                 originals: str = "private") -> None:
+                 originals: str = "private", region: str | None = None) -> None:
         if originals not in ORIGINALS:
             raise ValueError(f"upstream_originals must be one of {', '.join(ORIGINALS)}")
         self.credentials = dict(credentials or {})
         self.bucket_acl = dict(bucket_acl or {})
         self.default_acl = default_acl
         self.originals = originals
+        self.region = region
 
     @classmethod
     def from_config(cls, config) -> "ProxyAccess":
-        return cls(config.credentials, config.bucket_acl, config.default_acl, config.upstream_originals)
+        return cls(config.credentials, config.bucket_acl, config.default_acl, config.upstream_originals,
+                   config.region)
 
     def requester(self, environ, bucket: str, key: str) -> str | None:
         """The AccessKeyId of the request's valid signature, None for an anonymous one; OssError
         for a bad signature."""
         if environ.get(SUBREQUEST_MARK):
             return environ.get(PRINCIPAL_KEY) or None
-        return verify(SignedRequest.from_environ(environ, bucket, key), self.credentials)
+        return verify(SignedRequest.from_environ(environ, bucket, key), self.credentials, region=self.region)
 
     def check(self, environ, method: str, bucket: str, key: str) -> None:
         """Nothing when the request may go through; OssError (403) otherwise."""
