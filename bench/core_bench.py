@@ -55,8 +55,11 @@ PROCESSES = (
     "image/rotate,90",
     "image/format,webp",
 )
-JPEG_QUALITY = 90    # the middleware's default output quality (Config.jpeg_quality / webp_quality)
-WEBP_QUALITY = 90
+# The floor encodes as the middleware does by default (Config: quality, optimized Huffman tables).
+DEFAULTS = Config()
+JPEG_PARAMS = [cv2.IMWRITE_JPEG_QUALITY, DEFAULTS.jpeg_quality,
+               cv2.IMWRITE_JPEG_OPTIMIZE, int(DEFAULTS.jpeg_optimize)]
+WEBP_QUALITY = DEFAULTS.webp_quality
 
 
 # --- the photo ---------------------------------------------------------------------------------------
@@ -150,7 +153,8 @@ def resize_floor(width: int, height: int, target_w: int) -> tuple[Callable[[byte
     flag, factor = cv2.IMREAD_COLOR, 1
     for f, reduced in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
                        (2, cv2.IMREAD_REDUCED_COLOR_2)):
-        if -(-width // f) >= size[0] and -(-height // f) >= size[1]:
+        margin = DEFAULTS.shrink_on_load_margin          # the middleware's planner rule
+        if -(-width // f) >= size[0] * margin and -(-height // f) >= size[1] * margin:
             flag, factor = reduced, f
             break
     flag |= cv2.IMREAD_IGNORE_ORIENTATION
@@ -168,7 +172,7 @@ def _decode_full(data: bytes) -> np.ndarray:
 
 
 def _jpeg(img: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    ok, buf = cv2.imencode(".jpg", img, JPEG_PARAMS)
     assert ok
     return buf.tobytes()
 

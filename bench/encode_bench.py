@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Encode benchmark: WebP and AVIF (JPEG as a reference) encode time, size and PSNR on a real photo.
+"""Encode benchmark: WebP, AVIF, JPEG and PNG encode time, size and PSNR on a real photo.
 
 Run ``python3 bench/encode_bench.py`` (about a minute; ``--help`` for the options, ``--photo PATH``
 for your own JPEG). It uses the same real >= 12 MP photograph as bench/core_bench.py (its
@@ -7,8 +7,11 @@ for your own JPEG). It uses the same real >= 12 MP photograph as bench/core_benc
 
 The photo is decoded once; every row then times ``imgmiddleware.imaging.encode.encode`` alone on
 those pixels, with ``EncodeOptions`` built from ``Config()`` defaults as the middleware builds them
-(WebP quality ``webp_quality``, AVIF quality ``avif_quality`` at speed ``avif_speed``), plus a small
-sweep around them: AVIF speed 6/8/10 at quality 80, WebP quality 75/90 and JPEG quality 90. Each is
+(WebP quality ``webp_quality``, AVIF quality ``avif_quality`` at speed ``avif_speed``, JPEG
+``jpeg_quality`` with ``jpeg_optimize``, PNG ``png_compression`` with ``png_strategy``), plus a small
+sweep around them: AVIF speed 6/8/10 at quality 80, WebP quality 75/90, JPEG without optimized
+Huffman tables and at quality 90, PNG with zlib's default strategy (what OpenCV writes when given a
+level alone). Each is
 run on the full-size photo and on the photo resized to 1024 px wide (cv2.resize INTER_AREA, done
 once, untimed). Reported: the median encode time over N runs (the settings take turns within each
 round, so drift hits them all alike), the output size, and the PSNR of ``cv2.imdecode`` of the
@@ -48,23 +51,32 @@ class Case:
     @property
     def settings(self) -> str:
         o = self.opts
-        text = f"q{o.quality}" + (f" speed {o.avif_speed}" if o.format == "avif" else "")
+        if o.format == "png":
+            text = f"level {o.png_compression} {o.png_strategy}"
+        else:
+            text = f"q{o.quality}" + (f" speed {o.avif_speed}" if o.format == "avif" else "")
+            text += (" optimized" if o.jpeg_optimize else " plain") if o.format == "jpg" else ""
         return text + (" (default)" if self.default else "")
 
 
 def cases(config: Config) -> list[Case]:
     """The middleware's defaults (as process/plan.py builds them), then the sweep around them."""
-    base = EncodeOptions(format="jpg", quality=config.jpeg_quality,
-                         png_compression=config.png_compression, avif_speed=config.avif_speed)
+    base = EncodeOptions(format="jpg", quality=config.jpeg_quality, jpeg_optimize=config.jpeg_optimize,
+                         png_compression=config.png_compression, png_strategy=config.png_strategy,
+                         avif_speed=config.avif_speed)
     webp = replace(base, format="webp", quality=config.webp_quality)
     avif = replace(base, format="avif", quality=config.avif_quality)
+    png = replace(base, format="png")
+    defaults = (webp, avif, base, png)
     wanted = [replace(webp, quality=q) for q in (90, 75)]
     wanted += [replace(avif, quality=80, avif_speed=s) for s in (6, 8, 10)]
-    wanted.append(replace(base, quality=90, progressive=False))
-    out = [Case(webp, True), Case(avif, True)]
-    out += [Case(o, False) for o in wanted if o not in (webp, avif)]
-    order = {"webp": 0, "avif": 1, "jpg": 2}
-    return sorted(out, key=lambda c: (order[c.opts.format], -c.opts.quality, c.opts.avif_speed))
+    wanted += [replace(base, jpeg_optimize=False), replace(base, quality=90, jpeg_optimize=False)]
+    wanted.append(replace(png, png_strategy="default"))
+    out = [Case(o, True) for o in defaults]
+    out += [Case(o, False) for o in wanted if o not in defaults]
+    order = {"webp": 0, "avif": 1, "jpg": 2, "png": 3}
+    return sorted(out, key=lambda c: (order[c.opts.format], -c.opts.quality, c.opts.avif_speed,
+                                      not c.opts.jpeg_optimize, c.opts.png_strategy))
 
 
 @dataclass
@@ -99,7 +111,7 @@ def measure(img: np.ndarray, todo: list[Case], iterations: int, warmup: int) -> 
 
 
 def codec_versions() -> str:
-    wanted = ("JPEG:", "WEBP:", "AVIF:")
+    wanted = ("ZLib:", "JPEG:", "WEBP:", "AVIF:", "PNG:")
     found = [line.strip() for line in cv2.getBuildInformation().splitlines()
              if line.strip().startswith(wanted)]
     return "; ".join(" ".join(line.split()) for line in found) or "?"
@@ -148,7 +160,8 @@ def main(argv=None) -> int:
         print(f"  note: under {MIN_PIXELS / 1e6:g} MP (used as given, not upscaled)")
     config = Config()
     print(f"defaults from Config(): webp_quality {config.webp_quality}, avif_quality {config.avif_quality}, "
-          f"avif_speed {config.avif_speed}, jpeg_quality {config.jpeg_quality}")
+          f"avif_speed {config.avif_speed}, jpeg_quality {config.jpeg_quality}, jpeg_optimize "
+          f"{config.jpeg_optimize}, png_compression {config.png_compression}, png_strategy {config.png_strategy}")
 
     todo = cases(config)
     rows: list[Row] = []
@@ -162,7 +175,7 @@ def main(argv=None) -> int:
         print(f" {time.perf_counter() - t0:.0f} s", flush=True)
 
     print()
-    header = (f"{'format':6} | {'settings':22} | {'size (px)':>9} | {'n':>2} | {'encode ms p50':>13} |"
+    header = (f"{'format':6} | {'settings':24} | {'size (px)':>9} | {'n':>2} | {'encode ms p50':>13} |"
               f" {'min':>7} | {'output KB':>9} | {'PSNR dB':>7}")
     print(header)
     print("-" * len(header))
@@ -171,7 +184,7 @@ def main(argv=None) -> int:
         if previous is not None and r.size != previous:
             print("-" * len(header))
         previous = r.size
-        print(f"{r.case.opts.format:6} | {r.case.settings:22} | {r.size[0]:>4}x{r.size[1]:<4} |"
+        print(f"{r.case.opts.format:6} | {r.case.settings:24} | {r.size[0]:>4}x{r.size[1]:<4} |"
               f" {len(r.times):2d} | {float(np.median(r.times)):13.1f} | {min(r.times):7.1f} |"
               f" {r.out_bytes / 1024:9.1f} | {r.psnr:7.2f}")
     print()

@@ -51,6 +51,7 @@ SIZES = (200, 512)
 WORKERS = 2          # processes per server (gunicorn workers, thumbor --processes, nginx workers)
 THREADS = 4          # gunicorn threads per worker; thumbor ENGINE_THREADPOOL_SIZE
 CONNECTIONS = 8
+PEER_QUALITY = 90    # JPEG/WebP quality every server is given (OSS's own default is 82)
 WRK_THREADS = 2
 PACKAGES = ("lomiri-wallpapers-16.04", "lomiri-wallpapers-20.04", "mate-backgrounds",
             "plasma-workspace-wallpapers")
@@ -253,7 +254,8 @@ def ours(root: Path, work: Path, cached: bool) -> tuple[Proc, str]:
         f'cache_memory_bytes = {64 * 1024 * 1024 if cached else 0}\n'
         f'cache_dir = "{work / "imgmw-cache" if cached else ""}"\n'
         f'workers = {WORKERS}\nthreads = {THREADS}\nmax_requests = 0\nmax_requests_jitter = 0\n'
-        f'max_source_bytes = 31457280\nstyles_file = ""\n')
+        f'max_source_bytes = 31457280\nstyles_file = ""\n'
+        f'jpeg_quality = {PEER_QUALITY}\nwebp_quality = {PEER_QUALITY}\n')
     exe = shutil.which("imgmiddleware")
     base = [exe] if exe else [sys.executable, "-m", "imgmiddleware.cli"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMGMW_")}
@@ -271,8 +273,8 @@ def thumbor(root: Path, work: Path) -> tuple[Proc, str]:
 FILE_LOADER_ROOT_PATH = '{root}'
 STORAGE = 'thumbor.storages.no_storage'
 RESULT_STORAGE = None
-QUALITY = 90
-WEBP_QUALITY = 90
+QUALITY = {PEER_QUALITY}
+WEBP_QUALITY = {PEER_QUALITY}
 PNG_COMPRESSION_LEVEL = 6
 ENGINE_THREADPOOL_SIZE = {THREADS}
 MAX_SOURCE_SIZE = 0
@@ -304,8 +306,8 @@ http {{
       alias {root}/$2;
       image_filter resize $s $s;
       image_filter_buffer 32M;
-      image_filter_jpeg_quality 90;
-      image_filter_webp_quality 90;
+      image_filter_jpeg_quality {PEER_QUALITY};
+      image_filter_webp_quality {PEER_QUALITY};
     }}
     location / {{ root {root}; }}
   }}

@@ -40,12 +40,43 @@ max_requests = 2000
 max_requests_jitter = 200
 
 
+# gunicorn's own access log stays off: the worker writes one line per request itself (the config's
+# access_log and access_log_format: JSON by default, with the request id, cache outcome and times).
+accesslog = None
+
+# Operations (imgmiddleware/telemetry/master.py): the instance's directory for the workers' metrics
+# and the readiness board (PROMETHEUS_MULTIPROC_DIR, else a fresh temporary one), a dead worker's
+# counts folded so they survive restarts, and the config's metrics_bind served by this master.
+_telemetry = {}
+
+
 def on_starting(server):
     """Once, in the master: which font file serves each OSS font name, in gunicorn's error log (loud
-    where a name has no face). The workers inherit the resolved table through fork."""
+    where a name has no face). The workers inherit the resolved table through fork. Then the
+    telemetry directory, before any worker exists, and metrics_bind's listener, bound now."""
     from imgmiddleware.cli import load_config, log_fonts
+    from imgmiddleware.telemetry import master
 
-    log_fonts(load_config(os.environ.get("IMGMW_CONFIG")), server.log.error_log.handlers)
+    config = load_config(os.environ.get("IMGMW_CONFIG"))
+    log_fonts(config, server.log.error_log.handlers)
+    _telemetry["directory"] = master.Directory()
+    if config.metrics and config.metrics_bind:
+        _telemetry["exporter"] = master.listen(config.metrics_bind)
+
+
+def when_ready(server):
+    from imgmiddleware.telemetry import master
+
+    if "exporter" in _telemetry:
+        master.start(_telemetry["exporter"])
+
+
+def child_exit(server, worker):
+    _telemetry["directory"].worker_exited(worker.pid)
+
+
+def on_exit(server):
+    _telemetry["directory"].remove()
 
 # gunicorn 25.1+ opens a control socket for gunicornc at one path per user ($XDG_RUNTIME_DIR or
 # ~/.gunicorn/gunicorn.ctl): a second instance on the host takes it over, and removes it when it

@@ -228,6 +228,10 @@ def serve(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in
                  ("bind", "workers", "threads", "timeout", "max_requests", "upstream")
                  if getattr(args, name, None) is not None}
+    if getattr(args, "metrics", None) is not None:
+        overrides["metrics"] = args.metrics == "on"
+    if getattr(args, "metrics_bind", None) is not None:
+        overrides["metrics_bind"] = args.metrics_bind
     config = config.replace(**overrides)
     warning = exposure_warning(config.bind)
     if warning:
@@ -237,6 +241,24 @@ def serve(args: argparse.Namespace) -> int:
     if not static and not config.upstream:
         seed_example_bucket(root)
     cv_threads = config.opencv_threads or max(1, (os.cpu_count() or 1) // config.workers)
+    # Operations (telemetry/master.py): metrics_bind is bound now, so a taken address fails here;
+    # the instance's directory (metrics of every worker, the readiness board) before any worker.
+    from .telemetry import master
+
+    exporter = None
+    if config.metrics and config.metrics_bind:
+        try:
+            exporter = master.listen(config.metrics_bind)
+        except OSError as err:
+            raise UsageError(f"cannot listen on metrics_bind {config.metrics_bind}: "
+                             f"{err.strerror or err}") from None
+    directory = master.Directory()
+
+    def when_ready(server):
+        print_urls(server, root, static, config.upstream, config.viewer_path)
+        if exporter is not None:
+            master.start(exporter)
+            print(f"metrics (from gunicorn's master): http://{config.metrics_bind}/metrics", flush=True)
 
     def post_fork(server, worker):
         # malloc settings first, before the worker has threads (their arenas would already exist).
@@ -256,8 +278,13 @@ def serve(args: argparse.Namespace) -> int:
                 "threads": config.threads, "timeout": config.timeout, "graceful_timeout": 30,
                 "keepalive": config.keepalive, "max_requests": config.max_requests,
                 "max_requests_jitter": config.max_requests_jitter, "post_fork": post_fork,
-                "when_ready": lambda server: print_urls(server, root, static, config.upstream,
-                                                        config.viewer_path),
+                "when_ready": when_ready,
+                # A worker gone (exit, crash, SIGKILL): its live gauges dropped, its counts folded
+                # into the instance's archive, so they add up across restarts.
+                "child_exit": lambda server, worker: directory.worker_exited(worker.pid),
+                "on_exit": lambda server: directory.remove(),
+                # Our own access log (telemetry/accesslog.py, access_log) replaces gunicorn's.
+                "accesslog": None,
                 # gunicorn 25.1+ opens a control socket for gunicornc at one path per user
                 # (~/.gunicorn/gunicorn.ctl): a second instance on the host takes it over, and removes
                 # it when it stops. None, unless IMGMW_CONTROL_SOCKET names this instance's own.
@@ -276,7 +303,12 @@ def serve(args: argparse.Namespace) -> int:
 
             return BufferedWSGI(build_app(root, config, static), config)
 
-    Server().run()
+    master_pid = os.getpid()
+    try:
+        Server().run()
+    finally:
+        if os.getpid() == master_pid:     # a worker leaves run() too, by SystemExit, when it ends
+            directory.remove()
     return 0
 
 
@@ -451,6 +483,10 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--workers", type=int, help="worker processes (default: config, 2)")
     p_serve.add_argument("--threads", type=int, help="threads per worker (default: config, 4)")
     p_serve.add_argument("--timeout", type=int, help="seconds before a silent worker is restarted")
+    p_serve.add_argument("--metrics", choices=("on", "off"),
+                         help="Prometheus metrics (default: config, on); off costs nothing per request")
+    p_serve.add_argument("--metrics-bind", metavar="HOST:PORT", dest="metrics_bind",
+                         help="serve the metrics from gunicorn's master there too (default: config, none)")
     p_serve.add_argument("--max-requests", type=int, dest="max_requests",
                          help="recycle a worker after this many requests (with jitter)")
     p_serve.set_defaults(func=serve)

@@ -24,6 +24,10 @@ UPSTREAM_ORIGINALS = ("private", "public-read")
 # S3's bucket names (OSS's are the same without dots): 3 to 63 of a-z, 0-9, "-" and ".".
 UPSTREAM_BUCKET_NAME = re.compile(r"(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
 
+# What readiness may also require (telemetry/health.py), and the access log's formats.
+READINESS_CHECKS = ("origin", "redis")
+ACCESS_LOG_FORMATS = ("json", "text")
+
 
 @dataclass(frozen=True)
 class Config:
@@ -40,18 +44,22 @@ class Config:
     max_process_length: int = 4096             # OSS: capped, number unpublished (EC 0017-00000288)
     accept_jpeg_alias: bool = False            # OSS rejects format,jpeg (EC 0040-00000206)
     max_watermark_images: int = 3              # OSS: at most 3 distinct image watermarks per image
-    # --- encoder defaults (spec §3.3: OSS uses a fixed, unpublished default) ---
-    jpeg_quality: int = 90
-    webp_quality: int = 90
+    # --- encoder defaults: OSS's own, to the byte (docs/COMPATIBILITY.md decision 12) ---
+    jpeg_quality: int = 82                     # OSS: a fixed 82, whatever the source's quality
+    webp_quality: int = 82                     # [INF] OSS's JPEG figure; none of its WebP is published
     avif_quality: int = 80
     heic_quality: int = 80                     # with the 'heif' extra
-    png_compression: int = 6                   # zlib level, as libpng's default
+    jpeg_optimize: bool = True                 # optimized Huffman tables (OSS's outputs have them)
+    png_compression: int = 6                   # zlib level (with Z_RLE every level gives the same bytes)
+    png_strategy: str = "rle"                  # zlib strategy: rle (OSS's), default, filtered, huffman, fixed
     avif_speed: int = 10                       # libavif 0 (slow) .. 10 (fast): 13 MP in 0.7 s, same size and PSNR as 8 (bench/encode_bench.py)
     # --- engine ---
     shrink_on_load: bool = True                # JPEG DCT-domain reduced decode when geometry allows
-    # The reduced decode must be at least this many times the resize target on each side. 1.0 (the
-    # fastest; 38-46 dB against a full decode on a 13 MP photo) or 2.0 (47-53 dB, slower at some sizes).
-    shrink_on_load_margin: float = 1.0
+    # The reduced decode must be at least this many times the resize target on each side. 2.0 (47-53 dB
+    # against a full decode on a 13 MP photo) keeps OSS's own thumbnails byte for byte: OSS decoded
+    # 400x267 whole for a 100x100 that a 1/2 decode covers 1.34 times (decision 12); 1.0 is the
+    # fastest (38-46 dB).
+    shrink_on_load_margin: float = 2.0
     # --- result cache (ours; OSS publishes nothing about its own) ---
     cache_memory_bytes: int = 64 * MB          # in-process LRU, per worker; 0 turns it off
     cache_dir: str = ""                        # disk tier shared by the workers; "" turns it off
@@ -152,6 +160,32 @@ class Config:
     # (a key of `credentials`), "public-read" serves anyone the bucket's ACL lets read. Processed GETs
     # follow the ACL (and `protected`) alone: private originals, public processed images.
     upstream_originals: str = "private"
+    # --- operations: metrics, health, readiness, access log (issue 17; imgmiddleware/telemetry/) ---
+    # The paths begin with "_", which no bucket name can, so they never hide a path-style bucket (a
+    # key "_healthz" at the root of a bucketless or virtual-host app is shadowed: pick other paths).
+    # Prometheus metrics (prometheus_client; gunicorn's workers add up through its multiprocess mode).
+    metrics: bool = True
+    # Where the main listener answers a scrape ("" none), on a worker's event loop, never an app thread.
+    metrics_path: str = "/_metrics"
+    # Also (or instead) serve them from gunicorn's master at this address ("127.0.0.1:9464"; "" none):
+    # a scrape never reaches a worker, and still answers when every worker is busy.
+    metrics_bind: str = ""
+    # Liveness (200 while the worker's event loop answers) and readiness (503 with the reasons when not
+    # ready), both answered on the event loop; "" turns one off.
+    health_path: str = "/_healthz"
+    ready_path: str = "/_readyz"
+    # Not ready once some worker's transform queue has had requests waiting for a slot this long
+    # without a break (seconds; 0: never for that reason).
+    readiness_saturation_seconds: float = 10.0
+    # Dependencies readiness also requires: "origin" (the upstream answers a TCP connect; the bundled
+    # bucket's root is a directory), "redis" (the shared tier's circuit breaker is not open). None by
+    # default: a dependency every node shares takes every node out of service at once when it fails.
+    readiness_checks: tuple = ()
+    # One line per request: "-" standard output, a file path (appended), "" none; "json" or "text".
+    access_log: str = "-"
+    access_log_format: str = "json"
+    # Whether requests for health_path, ready_path and metrics_path are logged and counted too.
+    access_log_probes: bool = False
     # --- the OSS surface (spec §1.3, §1.4, §9) ---
     credentials: dict = field(default_factory=dict)   # AccessKeyId -> secret; {}: no signature checks
     bucket_acl: dict = field(default_factory=dict)    # bucket -> private | public-read | public-read-write
@@ -190,6 +224,8 @@ class Config:
                 raise ValueError(f"config {name} must be within 1..100")
         if not 0 <= self.png_compression <= 9:
             raise ValueError("config png_compression must be within 0..9")
+        if self.png_strategy not in ("default", "filtered", "huffman", "rle", "fixed"):
+            raise ValueError("config png_strategy must be one of default, filtered, huffman, rle, fixed")
         if self.transform_slots < 1 or self.large_transform_slots < 1 or self.workers < 1 or self.threads < 1:
             raise ValueError("config transform slots, workers and threads must be at least 1")
         if not isinstance(self.shrink_on_load_margin, (int, float)) or self.shrink_on_load_margin < 1:
@@ -221,6 +257,30 @@ class Config:
             raise ValueError("config avif_speed must be within 0..10")
         self._check_upstream_signing()
         self._check_shared_cache()
+        self._check_operations()
+
+    def _check_operations(self) -> None:
+        if isinstance(self.readiness_checks, str):          # IMGMW_READINESS_CHECKS="origin,redis"
+            object.__setattr__(self, "readiness_checks",
+                               tuple(c.strip() for c in self.readiness_checks.split(",") if c.strip()))
+        object.__setattr__(self, "readiness_checks", tuple(str(c) for c in self.readiness_checks))
+        unknown = set(self.readiness_checks) - set(READINESS_CHECKS)
+        if unknown:
+            raise ValueError(f"config readiness_checks: unknown {', '.join(sorted(unknown))} "
+                             f"(known: {', '.join(READINESS_CHECKS)})")
+        paths = [p for p in (self.metrics_path, self.health_path, self.ready_path) if p]
+        if any(not p.startswith("/") or p == "/" or "?" in p for p in paths) or len(set(paths)) != len(paths):
+            raise ValueError('config metrics_path, health_path and ready_path must be "" or distinct '
+                             'paths such as "/_healthz"')
+        if self.viewer_path and any(p.startswith(self.viewer_path.rstrip("/") + "/") for p in paths):
+            raise ValueError("config metrics_path, health_path and ready_path must not be under viewer_path")
+        if self.metrics_bind and not _host_port(self.metrics_bind):
+            raise ValueError(f'config metrics_bind must be "" or HOST:PORT, got {self.metrics_bind!r}')
+        if not isinstance(self.readiness_saturation_seconds, (int, float)) \
+                or self.readiness_saturation_seconds < 0:
+            raise ValueError("config readiness_saturation_seconds must be a number >= 0")
+        if self.access_log_format not in ACCESS_LOG_FORMATS:
+            raise ValueError(f"config access_log_format must be one of {', '.join(ACCESS_LOG_FORMATS)}")
 
     def _check_shared_cache(self) -> None:
         url = self.cache_redis_url
@@ -262,8 +322,9 @@ class Config:
             raise ValueError("config upstream_session_token needs upstream_access_key_id")
 
     # Settings that change the bytes of a result, and so belong in its cache key.
-    OUTPUT_SETTINGS = ("jpeg_quality", "webp_quality", "avif_quality", "heic_quality",
-                       "png_compression", "avif_speed", "shrink_on_load", "shrink_on_load_margin")
+    OUTPUT_SETTINGS = ("jpeg_quality", "webp_quality", "avif_quality", "heic_quality", "jpeg_optimize",
+                       "png_compression", "png_strategy", "avif_speed", "shrink_on_load",
+                       "shrink_on_load_margin")
 
     def output_fingerprint(self) -> str:
         return ";".join(f"{name}={getattr(self, name)}" for name in self.OUTPUT_SETTINGS)
@@ -311,6 +372,15 @@ class Config:
         if unknown:
             raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
         return cls(**values)
+
+
+def _host_port(bind: str) -> tuple[str, int] | None:
+    """("host", port) of "host:port" or "[v6]:port", or None."""
+    host, sep, port = bind.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host, int(port)
 
 
 # Keys that name files kept beside the config file: a relative value in a file is relative to the file,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from http import HTTPStatus
-from xml.sax.saxutils import escape
+from xml.sax.saxutils import escape, unescape
 
 # Statuses for the Code values OSS uses (spec §7).
 STATUS_BY_CODE = {
@@ -121,5 +121,22 @@ def source_too_large(detail: str) -> OssError:
     return OssError("ImageTooLarge", detail, "0040-00000009")
 
 
+# A plain GET of a missing object is NoSuchKey with this EC; the same 404 to a processed GET carries
+# IMG's own EC instead (its EC page, docs/COMPATIBILITY.md decision 143).
+NO_SUCH_KEY_EC = "0026-00000001"
+MISSING_SOURCE_EC = "0040-00000024"
+_KEY_ELEMENT = re.compile(rb"<Key>([^<]*)</Key>")
+
+
+def missing_source(app_body: bytes) -> OssError:
+    """404 NoSuchKey, IMG's EC, for a source the app says is missing; the Key is the app's own."""
+    found = _KEY_ELEMENT.search(app_body)
+    key = unescape(found.group(1).decode("utf-8", "replace")) if found else ""
+    return OssError("NoSuchKey", "The specified key does not exist.", MISSING_SOURCE_EC, Key=key)
+
+
 def rotation_range_exceeded() -> OssError:
-    return OssError("BadRequest", "Picture exceed the maximum allowable rotation range")
+    # rotate and auto-orient alike; the wording is OSS's own (a real answer to auto-orient,1), the EC
+    # its page for a side over 4096 px
+    return OssError("BadRequest", "Picture exceed the maximum allowable rotation range.",
+                    "0040-00000006")

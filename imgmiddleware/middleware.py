@@ -10,7 +10,7 @@ wrapped app untouched: same environ, same streamed answer. A processed GET or HE
        revalidate it (conditional GETs for the source and every watermark image, unless each was
        confirmed within validator_trust_seconds) -> 304s: serve it, the source unread
     -> GET subrequest to the wrapped app (Range / conditional headers removed)
-       not 200: the app's answer passes through unchanged (404 stays 404)
+       not 200: the app's answer passes through unchanged; a NoSuchKey 404 is re-issued with IMG's EC
     -> single-flight: probe, limits, plan, decode once, actions in order, encode once -> store
     -> answer with the output's Content-Type and Content-Length and the source's ETag and Last-Modified
 """
@@ -31,12 +31,13 @@ from werkzeug.wsgi import FileWrapper
 from .auth import SignedRequest, verify
 from .cache import Entry, LeaderBusy, Memo, ResultCache, result_key
 from .config import Config
-from .errors import OssError, new_request_id
+from .errors import NO_SUCH_KEY_EC, OssError, missing_source, new_request_id
 from .imaging.fonts import font_table_for
 from .process import parse, run
 from .process.engine import inspect, load_image
 from .process.parser import parse_post
 from .styles import StyleStore
+from .telemetry import FACTS
 from .throttle import Throttle
 from .subrequest import (PATH_STYLE_KEY, PRINCIPAL_KEY, PROCESS_PARAM, ClosingIterable, PlainAddressing,
                          Upstream, call, conditional_environ, is_object_key, object_environ,
@@ -89,7 +90,13 @@ class ImageMiddleware:
             self.viewer = Viewer(cfg.viewer_path)
 
     def __call__(self, environ, start_response):
+        facts = environ.get(FACTS)
+        if facts is not None:        # the server layer's record of this request (telemetry/)
+            facts["addressing"] = self.addressing
+            facts["kind"] = "style" if _style_api(environ) else "plain"
         if self.viewer is not None and self.viewer.matches(environ):
+            if facts is not None:
+                facts["kind"] = "viewer"
             return self.viewer(environ, start_response)
         method = environ.get("REQUEST_METHOD", "GET")
         if method == "POST" and any(key == PROCESS_PARAM
@@ -176,16 +183,24 @@ class Request:
         self.head = environ["REQUEST_METHOD"] == "HEAD"
         self.vary = ("Vary", "Accept") if self.config.auto_formats else None
         self.server_timing = ""
+        self.facts = environ.get(FACTS)
+
+    def _note(self, **facts) -> None:
+        """What this request learnt, for the server layer's log and metrics (telemetry/)."""
+        if self.facts is not None:
+            self.facts.update(facts)
 
     def answer(self):
         try:
             self.bucket = self.mw.addressing.bucket_of(self.environ)
+            self._note(kind="processed", bucket=self.bucket, process=self.process)
             self._authorize()            # who asks comes first: a stranger learns nothing of styles
             self.pipeline, canonical = self.mw.parsed(self.process, self.bucket)
             self.auto_formats = self._negotiate()
             self.identity = self._identity()
             self.canonical = canonical + (
                 "|auto:" + ",".join(self.auto_formats) if self.auto_formats else "")
+            self._note(process=self.canonical)
             return self._answer()
         except OssError as err:
             return self._error(err)
@@ -237,7 +252,7 @@ class Request:
             # Another request has held this key for cache_wait_seconds and is still at it (a huge
             # image, or a wrapped app that hangs): a clean 503 rather than more threads on it.
             fetched.close()
-            raise self.mw.throttle.busy() from None
+            raise self.mw.throttle.busy("cache_wait") from None
         if not computed:
             fetched.close()
         return self._serve(entry, "miss" if computed else "hit")
@@ -382,6 +397,9 @@ class Request:
         self.server_timing = (f"read;dur={(read - started) * 1000:.1f}, "
                               f"wait;dur={(transform - read) * 1000:.1f}, "
                               f"transform;dur={(done - transform) * 1000:.1f}")
+        self._note(read=read - started, wait=transform - read, transform=done - transform,
+                   decode=result.decode_seconds, encode=result.encode_seconds, format=result.format,
+                   source_bytes=len(body), output_bytes=len(result.body))
         headers = [(name, fetched.headers[name]) for name in KEPT_SOURCE_HEADERS if name in fetched.headers]
         headers += [(k, v) for k, v in fetched.headers.items() if k.lower().startswith("x-oss-meta-")]
         if any(not validator for _, _, validator in validators):
@@ -460,6 +478,8 @@ class Request:
         return []
 
     def _pass_through(self, upstream: Upstream):
+        if upstream.status_code == 404 and upstream.headers.get("x-oss-ec") == NO_SUCH_KEY_EC:
+            raise missing_source(upstream.read(64 * 1024))   # IMG's EC for the same 404 (issue 18)
         self.start_response(upstream.status, upstream.headers.to_wsgi_list())
         if self.head:
             upstream.close()
@@ -467,6 +487,7 @@ class Request:
         return ClosingIterable(chain(upstream.written, upstream.body), upstream.close)
 
     def _error(self, err: OssError):
+        self._note(code=err.code)
         host_id = (self.config.host_id or self.environ.get("HTTP_HOST")
                    or self.environ.get("SERVER_NAME", ""))
         status, headers, body = err.to_response(self.request_id, host_id)
@@ -475,6 +496,12 @@ class Request:
             headers.append(self.vary)
         self.start_response(status, headers)
         return [] if self.head else [body]
+
+
+def _style_api(environ) -> bool:
+    """PutStyle, GetStyle, ListStyle, DeleteStyle: a bare ``style`` in the query (``/?style``)."""
+    query = environ.get("QUERY_STRING", "")
+    return "style" in query and any(key == "style" for _, key, _ in query_pairs(query))
 
 
 def _is_conditional(environ) -> bool:
@@ -495,6 +522,7 @@ class SaveRequest(Request):
     def answer(self):
         try:
             self.bucket = self.mw.addressing.bucket_of(self.environ)
+            self._note(kind="saveas", bucket=self.bucket)
             body = self._body()
             self.process = "style/" if "style/" in body else "image/"
             self._authorize()

@@ -8,6 +8,10 @@ always get through. Each transform also reserves its estimated peak bytes (proce
 ``memory_bytes``: two requests that would each hold gigabytes queue instead of running side by side.
 A transform alone is always admitted by memory (its own size was checked against the per-request
 budget before). Cache hits take no slot at all.
+
+The throttle keeps its own figures -- transforms running and waiting, since when some have been
+waiting, 503s by reason -- which the worker's sampler reads (telemetry/: metrics, and readiness,
+which turns a queue that never empties into "not ready").
 """
 
 from __future__ import annotations
@@ -17,6 +21,10 @@ import time
 from contextlib import contextmanager
 
 from .errors import OssError
+
+# Why a request was answered 503 SlowDown: no slot, no large slot, no memory (worker_transform_bytes)
+# within transform_wait_seconds, or another request's work on the same result (cache_wait_seconds).
+REASONS = ("slots", "large_slots", "memory", "cache_wait")
 
 
 class Throttle:
@@ -30,9 +38,27 @@ class Throttle:
         self.memory_bytes = memory_bytes          # 0: no memory bound
         self._reserved = 0
         self._memory = threading.Condition()
+        self.slots = slots
+        self.running = 0                          # transforms holding a slot
+        self.waiting = 0                          # transforms waiting for one (or for memory)
+        self.waiting_since = 0.0                  # time.monotonic() when waiting last became > 0; 0.0
+        self.rejected = dict.fromkeys(REASONS, 0)  # 503 SlowDown answers by reason
+        self._figures = threading.Lock()
 
-    def busy(self) -> OssError:
-        """OSS's answer for "reduce your request rate", with the configured Retry-After."""
+    def _move(self, waiting: int = 0, running: int = 0) -> None:
+        with self._figures:
+            self.waiting += waiting
+            self.running += running
+            if not self.waiting:
+                self.waiting_since = 0.0
+            elif not self.waiting_since:
+                self.waiting_since = time.monotonic()
+
+    def busy(self, reason: str = "slots") -> OssError:
+        """OSS's answer for "reduce your request rate", with the configured Retry-After; ``reason``
+        (one of REASONS) is counted."""
+        with self._figures:
+            self.rejected[reason] += 1
         return OssError("SlowDown", "Please reduce your request rate.", status=503,
                         headers=[("Retry-After", str(self.retry_after))])
 
@@ -49,7 +75,7 @@ class Throttle:
             while self._reserved and self._reserved + peak_bytes > self.memory_bytes:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise self.busy()
+                    raise self.busy("memory")
                 self._memory.wait(left)
             self._reserved += peak_bytes
         try:
@@ -63,16 +89,26 @@ class Throttle:
     def slot(self, pixels: int, peak_bytes: int = 0):
         deadline = time.monotonic() + self.wait_seconds
         large = pixels > self.large_pixels
-        if large and not self._large.acquire(timeout=self.wait_seconds):
-            raise self.busy()
+        self._move(waiting=1)
+        admitted = False
         try:
-            with self._reserve(peak_bytes, deadline):
-                if not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
-                    raise self.busy()
-                try:
-                    yield
-                finally:
-                    self._slots.release()
+            if large and not self._large.acquire(timeout=self.wait_seconds):
+                raise self.busy("large_slots")
+            try:
+                with self._reserve(peak_bytes, deadline):
+                    if not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                        raise self.busy("slots")
+                    self._move(waiting=-1, running=1)
+                    admitted = True
+                    try:
+                        yield
+                    finally:
+                        self._slots.release()
+            finally:
+                if large:
+                    self._large.release()
         finally:
-            if large:
-                self._large.release()
+            if admitted:
+                self._move(running=-1)
+            else:
+                self._move(waiting=-1)

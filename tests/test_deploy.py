@@ -258,6 +258,20 @@ def test_containerfile_health_check_runs_against_real_gunicorn(front):
     assert subprocess.run(run, env={"HEALTHCHECK_URL": missing}, capture_output=True, timeout=30).returncode != 0
 
 
+def test_front_keeps_metrics_private_and_passes_health_checks_from_private_networks(front):
+    """The front never serves the metrics (deploy/prometheus.yml scrapes the master's own port);
+    liveness and readiness reach gunicorn from loopback (this test) and private networks only."""
+    assert front.gunicorn.poll() is None, "this test must run before the stale-on-error test"
+    assert fetch(front.gunicorn_url + "/_metrics").status == 200      # gunicorn itself has them
+    assert fetch(front.url + "/_metrics").status == 403
+    for path, body in (("/_healthz", b"ok\n"), ("/_readyz", b"ready\n")):
+        answer = fetch(front.url + path)
+        assert (answer.status, answer.body) == (200, body)
+        assert answer.headers["Cache-Control"] == "no-store"
+        assert not front.log(path)                                       # access_log off
+    assert "allow 10.0.0.0/8;" in FRONT.read_text() and "deny all;" in FRONT.read_text()
+
+
 def test_front_caches_results_and_serves_stale_when_gunicorn_is_down(front):
     # Must be the module's last test: it stops gunicorn.
     url = front.url + PROCESSED

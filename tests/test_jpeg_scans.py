@@ -353,9 +353,9 @@ def test_mutated_streams_never_raise():
 
 
 def test_middleware_resize_uses_the_rewrite_and_gives_the_same_image(tmp_path, monkeypatch):
-    """resize,w_100 on a 1001x667 progressive source decodes at 1/8: the response is byte-identical
-    with the rewrite and without it."""
-    (tmp_path / "p.jpg").write_bytes(pillow_progressive(photo(1001, 667), 85, "422"))
+    """resize,w_100 on a 1601x1067 progressive source decodes at 1/8 (201x134 still leaves the
+    default 2x margin): the response is byte-identical with the rewrite and without it."""
+    (tmp_path / "p.jpg").write_bytes(pillow_progressive(photo(1601, 1067), 85, "422"))
     calls = []
     real = jpeg_scans.dc_only_stream
 

@@ -29,8 +29,10 @@ class DiskTier:
 
         os.makedirs(directory, exist_ok=True)
         self.directory = directory
+        # cull_limit=0: no culling inside set(); put() culls itself, to count what it evicts.
         self.cache = diskcache.Cache(directory, size_limit=max_bytes,
-                                     eviction_policy="least-recently-used")
+                                     eviction_policy="least-recently-used", cull_limit=0)
+        self.evictions = 0      # results (and stale memos, lapsed leases) culled by this process
 
     # --- entries ---------------------------------------------------------------------------------------
 
@@ -48,7 +50,12 @@ class DiskTier:
     def put(self, key: str, entry: Entry) -> bool:
         meta = json.dumps(entry.meta()).encode("utf-8")
         blob = io.BytesIO(_HEADER.pack(len(meta)) + meta + entry.body)
-        return self._safe(lambda: self.cache.set("r:" + key, blob, read=True)) is not FAILED
+        if self._safe(lambda: self.cache.set("r:" + key, blob, read=True)) is FAILED:
+            return False
+        # Least recently used entries until the volume (results + database) is within the bound.
+        culled = self._safe(self.cache.cull)
+        self.evictions += culled if isinstance(culled, int) else 0
+        return True
 
     def discard(self, key: str) -> None:
         self._safe(lambda: self.cache.delete("r:" + key))
@@ -89,6 +96,10 @@ class DiskTier:
         # database itself, 32 KB even when empty, which is the index, not results.
         stored = int(self.cache.reset("size"))
         return entries, stored, int(self.cache.volume()) - stored
+
+    def usage(self) -> int:
+        """Bytes of stored results, from diskcache's running total: one query, for the sampler."""
+        return int(self.cache.reset("size"))
 
     def clear(self) -> None:
         self.cache.clear()

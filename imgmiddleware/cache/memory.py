@@ -16,12 +16,23 @@ ENTRY_OVERHEAD = 256      # what an entry's headers and bookkeeping cost besides
 MEMO_ENTRIES = 100_000    # objects whose last validator is remembered
 
 
+class _Bounded(LRUCache):
+    """The LRU, counting what it evicts to stay within its bytes (cachetools' documented hook)."""
+
+    evictions = 0
+
+    def popitem(self):
+        item = super().popitem()
+        self.evictions += 1
+        return item
+
+
 class MemoryTier:
     def __init__(self, max_bytes: int) -> None:
         self._lock = threading.Lock()
         self.max_bytes = max_bytes
         self._entries: LRUCache | None = (
-            LRUCache(maxsize=max_bytes, getsizeof=lambda e: e.length + ENTRY_OVERHEAD)
+            _Bounded(maxsize=max_bytes, getsizeof=lambda e: e.length + ENTRY_OVERHEAD)
             if max_bytes else None)
         self._memo: LRUCache = LRUCache(maxsize=MEMO_ENTRIES)   # object identity -> Memo
 
@@ -46,6 +57,10 @@ class MemoryTier:
         if self._entries is not None:
             with self._lock:
                 self._entries.pop(key, None)
+
+    @property
+    def evictions(self) -> int:
+        return self._entries.evictions if self._entries is not None else 0
 
     def memo_get(self, identity: str) -> Memo | None:
         with self._lock:

@@ -41,8 +41,8 @@ class ResultCache:
         self.shared = shared            # a shared.SharedTier, or None
         self.wait_seconds = wait_seconds
         self.trust_seconds = trust_seconds
-        self.counters = {"memory_hits": 0, "disk_hits": 0, "shared_hits": 0, "computed": 0,
-                         "stored": 0, "store_errors": 0}
+        self.counters = {"memory_hits": 0, "memory_misses": 0, "disk_hits": 0, "disk_misses": 0,
+                         "shared_hits": 0, "computed": 0, "stored": 0, "store_errors": 0}
         self._counter_lock = threading.Lock()
         self._flight = SingleFlight(self, wait_seconds)
 
@@ -122,12 +122,15 @@ class ResultCache:
         if entry is not None:
             self.count("memory_hits")
             return entry
+        if self.memory.enabled:
+            self.count("memory_misses")
         if self.disk is not None:
             entry = self.disk.get(key)
             if entry is not None:
                 self._promote(key, entry)
                 self.count("disk_hits")
                 return entry
+            self.count("disk_misses")
         if self.shared is not None and not local:
             entry = self.shared.get(key)
             if entry is not None:

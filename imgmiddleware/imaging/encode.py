@@ -25,12 +25,22 @@ class EncodeError(Exception):
     pass
 
 
+# zlib strategies by name, for PNG. OSS writes PNG with Z_RLE (docs/COMPATIBILITY.md decision 12).
+PNG_STRATEGIES = {
+    "default": cv2.IMWRITE_PNG_STRATEGY_DEFAULT, "filtered": cv2.IMWRITE_PNG_STRATEGY_FILTERED,
+    "huffman": cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY, "rle": cv2.IMWRITE_PNG_STRATEGY_RLE,
+    "fixed": cv2.IMWRITE_PNG_STRATEGY_FIXED,
+}
+
+
 @dataclass(frozen=True)
 class EncodeOptions:
     format: str
     quality: int                 # used by jpg, webp, avif
     progressive: bool = False    # jpg only (interlace,1)
+    jpeg_optimize: bool = True   # jpg: optimized Huffman tables, as OSS writes them
     png_compression: int = 6
+    png_strategy: str = "rle"    # a key of PNG_STRATEGIES
     avif_speed: int = 10
 
 
@@ -76,11 +86,14 @@ def _params(opts: EncodeOptions) -> list[int]:
     params: list[int] = []
     if opts.format == "jpg":
         params = [cv2.IMWRITE_JPEG_QUALITY, opts.quality,
-                  cv2.IMWRITE_JPEG_PROGRESSIVE, int(opts.progressive)]
+                  cv2.IMWRITE_JPEG_PROGRESSIVE, int(opts.progressive),
+                  cv2.IMWRITE_JPEG_OPTIMIZE, int(opts.jpeg_optimize)]
     elif opts.format == "webp":
         params = [cv2.IMWRITE_WEBP_QUALITY, opts.quality]   # 1..100 is lossy; OpenCV's default is lossless
     elif opts.format == "png":
-        params = [cv2.IMWRITE_PNG_COMPRESSION, opts.png_compression]
+        # The strategy after the level: OpenCV resets the strategy to the default when it reads a level.
+        params = [cv2.IMWRITE_PNG_COMPRESSION, opts.png_compression,
+                  cv2.IMWRITE_PNG_STRATEGY, PNG_STRATEGIES[opts.png_strategy]]
     elif opts.format == "avif":
         params = [cv2.IMWRITE_AVIF_QUALITY, opts.quality, cv2.IMWRITE_AVIF_SPEED, opts.avif_speed]
     return params

@@ -125,6 +125,7 @@ class Probe:
     quantization: tuple         # JPEG quantisation tables (empty for other formats)
     icc_profile: bytes | None   # the embedded ICC profile, if any
     exif: Image.Exif            # the EXIF block, read from the header (empty when absent)
+    jfif_density: tuple[int, int, int] | None = None   # JPEG's JFIF (unit, x, y); unit 0, 1 dpi, 2 dpcm
 
     @property
     def pixels(self) -> int:
@@ -175,6 +176,8 @@ def probe(data: bytes | memoryview, max_pixels: int | None = None) -> Probe:
         quantization = tuple(tuple(quant[k]) for k in sorted(quant))
         progressive = bool(im.info.get("progressive") or im.info.get("progression"))
         icc_profile = im.info.get("icc_profile") or None
+        density = im.info.get("jfif_density") if fmt == "jpg" else None
+        jfif_density = (int(im.info.get("jfif_unit", 0)), *map(int, density)) if density else None
     frames = count_frames(im) if fmt in ANIMATED_SOURCES else 1
     exif = read_exif(im, data)
     try:
@@ -194,6 +197,7 @@ def probe(data: bytes | memoryview, max_pixels: int | None = None) -> Probe:
         quantization=quantization,
         icc_profile=icc_profile,
         exif=exif,
+        jfif_density=jfif_density,
     )
 
 

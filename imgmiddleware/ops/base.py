@@ -23,6 +23,10 @@ _HEX6_RE = re.compile(r"[0-9A-Fa-f]{6}\Z")
 # ---------------------------------------------------------------------------------------------------
 # Parameter kinds: each turns the raw text of a value into a Python value or raises ValueError.
 
+class OutOfRange(ValueError):
+    """A well-formed value outside the kind's range: some parameters have an EC of their own for it."""
+
+
 @dataclass(frozen=True)
 class IntRange:
     lo: int
@@ -33,7 +37,7 @@ class IntRange:
             raise ValueError(raw)
         value = int(raw)
         if not self.lo <= value <= self.hi:
-            raise ValueError(raw)
+            raise OutOfRange(raw)
         return value
 
     def canon(self, value: int) -> str:
@@ -125,6 +129,9 @@ class Param:
     default: Any = None          # None: absent unless given
     doc: str = ""
     code: str = "InvalidArgument"  # OSS Code of the error (BadRequest for base64 values, spec §1.2)
+    # EC of a well-formed number outside the range, where OSS's EC pages give it one of its own
+    # (indexcrop: y_abc is 0040-00000224, y_0 is 0040-00000230); None: the same as ``ec``.
+    range_ec: str | None = None
 
     def convert(self, raw: str, name: str | None = None) -> Any:
         """``name``: what the error message calls the parameter (a positional value: its action's name)."""
@@ -132,7 +139,8 @@ class Param:
             return self.kind.convert(raw)
         except ValueError as exc:
             if self.code == "InvalidArgument" or isinstance(exc, TooLong):
-                raise invalid_argument(name or self.key, raw, self.ec) from None
+                ec = self.range_ec if isinstance(exc, OutOfRange) and self.range_ec else self.ec
+                raise invalid_argument(name or self.key, raw, ec) from None
             raise OssError(self.code, "Input is not base64 decoding.", self.ec) from None
 
 
@@ -163,6 +171,11 @@ def per_megapixel(ms: float) -> Callable[..., StepCost]:
     return cost
 
 
+# OSS's EC for a second value on a single-value action; its page names auto-orient, rotate, bright,
+# sharpen and interlace (contrast, format and quality are not among them: their extra values are
+# ignored, docs/COMPATIBILITY.md decision 140).
+EC_SINGLE_VALUE = "0040-00000203"
+
 PIXEL = "pixel"      # transforms pixels, runs in URL order
 OUTPUT = "output"    # an encode-time setting (format, quality, interlace); last one wins
 FLAG = "flag"        # a global flag applied before the pipeline (auto-orient)
@@ -177,6 +190,10 @@ class ActionSpec:
     positional: Param | None = None     # the bare value of rotate,90 / format,png / quality,90
     required: bool = False              # an action with nothing usable given is rejected ...
     missing_ec: str | None = None       # ... with this EC (rotate -> 0040-00000216)
+    # A purely positional action given more than one value (rotate,90,200,300): rejected with this
+    # EC (0040-00000203, whose page names the actions it covers); None: values after the first are
+    # ignored.
+    many_values_ec: str | None = None
     check: Callable[[dict], dict] | None = None          # cross-parameter rules; raises OssError
     apply: Callable[..., Any] | None = None              # see Step and RunContext
     # For a PIXEL action that resamples the whole image in one go: the size it resamples to, given the
@@ -188,6 +205,8 @@ class ActionSpec:
     # Whether the action works on 16-bit pixels unchanged (geometry only: no 255s in its maths).
     keeps_depth: bool | Callable[[Mapping[str, Any]], bool] = False
     needs_pixels: bool = True           # False for info, which reads only the header
+    # A REPORT action's answer as bytes; None: compact JSON (info writes OSS's own layout).
+    render: Callable[[Any], bytes] | None = None
     # For a PIXEL action: (size, args, ctx) -> StepCost, its estimated time, output size and scratch
     # memory, so a pipeline's whole cost is known before any work (process/budget.py).
     cost: Callable[[tuple[int, int], Mapping[str, Any], "RunContext"], StepCost] = per_megapixel(2.0)
@@ -255,6 +274,9 @@ def parse_action(segment: str, table: Mapping[str, ActionSpec], config) -> Step:
 
 def bind(spec: ActionSpec, items: list[str], config) -> dict:
     """Raw items -> validated arguments with defaults, by the spec's table (rules 4, 7-12)."""
+    if spec.many_values_ec and spec.positional is not None and not spec.params and len(items) > 1:
+        # The count is checked before the values: interlace,xx,22 is 203, not 282.
+        raise invalid_argument(spec.name, ",".join(items), spec.many_values_ec)
     raw: dict[str, str] = {}
     positional_raw: str | None = None
     for item in items:

@@ -105,7 +105,8 @@ INDEXCROP = ActionSpec(
     role=PIXEL,
     params=(
         Param("x", IntRange(1, BIG), "0040-00000230", doc="slice width (vertical strips)"),
-        Param("y", IntRange(1, BIG), "0040-00000224", doc="slice height (horizontal strips)"),
+        Param("y", IntRange(1, BIG), "0040-00000224", range_ec="0040-00000230",
+              doc="slice height (horizontal strips)"),
         Param("i", IntRange(0, BIG), "0040-00000229", default=0, doc="slice index"),
     ),
     check=_check_indexcrop,

@@ -9,7 +9,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .base import PIXEL, ActionSpec, IntRange, Param, RunContext, StepCost, megapixels, per_megapixel
+from .base import (EC_SINGLE_VALUE, PIXEL, ActionSpec, IntRange, Param, RunContext, StepCost, megapixels,
+                   per_megapixel)
 
 
 def _check_blur(args: dict, config) -> dict:
@@ -85,8 +86,10 @@ BLUR = ActionSpec(
 BRIGHT = ActionSpec(
     name="bright",
     role=PIXEL,
-    positional=Param("value", IntRange(-100, 100), None, doc="<0 darker, >0 brighter"),
+    positional=Param("value", IntRange(-100, 100), "0040-00000246", doc="<0 darker, >0 brighter"),
     required=True,
+    missing_ec="0040-00000245",
+    many_values_ec=EC_SINGLE_VALUE,
     apply=apply_bright,
     cost=per_megapixel(1.5),
     doc="brightness",
@@ -107,7 +110,8 @@ SHARPEN = ActionSpec(
     role=PIXEL,
     positional=Param("value", IntRange(50, 399), "0040-00000280", doc="strength, 100 recommended"),
     required=True,
-    missing_ec="0040-00000280",
+    missing_ec="0040-00000279",
+    many_values_ec=EC_SINGLE_VALUE,
     apply=apply_sharpen,
     cost=per_megapixel(3.5),
     doc="unsharp mask",

@@ -9,7 +9,8 @@ import numpy as np
 
 from ..errors import rotation_range_exceeded
 from ..imaging.pixels import rotate_bound, with_alpha
-from .base import FLAG, PIXEL, ActionSpec, IntRange, Param, RunContext, StepCost, megapixels
+from .base import (EC_SINGLE_VALUE, FLAG, PIXEL, ActionSpec, IntRange, Param, RunContext, StepCost,
+                   megapixels)
 
 _EXACT = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
 
@@ -51,6 +52,7 @@ ROTATE = ActionSpec(
     positional=Param("value", IntRange(0, 360), "0040-00000217", doc="clockwise degrees"),
     required=True,
     missing_ec="0040-00000216",
+    many_values_ec=EC_SINGLE_VALUE,
     apply=apply_rotate,
     cost=rotate_cost,
     keeps_depth=lambda args: args["value"] % 90 == 0,   # exact turns; other angles fill white
@@ -60,6 +62,9 @@ ROTATE = ActionSpec(
 AUTO_ORIENT = ActionSpec(
     name="auto-orient",
     role=FLAG,
-    positional=Param("value", IntRange(0, 1), None, default=1, doc="1: follow EXIF Orientation"),
-    doc="global flag, applied before every other action whatever its position; default on",
+    positional=Param("value", IntRange(0, 1), "0040-00000215", doc="1: follow EXIF Orientation"),
+    required=True,                      # on by default when absent, yet a bare auto-orient is an error
+    missing_ec="0040-00000214",
+    many_values_ec=EC_SINGLE_VALUE,
+    doc="global flag, applied before every other action whatever its position; on when absent",
 )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..errors import OssError
 from ..imaging import heif
-from .base import OUTPUT, ActionSpec, Choice, IntRange, Param
+from .base import EC_SINGLE_VALUE, OUTPUT, ActionSpec, Choice, IntRange, Param
 
 FORMATS = ("jpg", "png", "webp", "bmp", "gif", "tiff", "heic", "avif")
 EC_FORMAT = "0040-00000206"
@@ -45,7 +45,7 @@ FORMAT = ActionSpec(
     role=OUTPUT,
     positional=Param("value", Choice(FORMATS + ("jpeg",)), EC_FORMAT, doc="output format"),
     required=True,
-    missing_ec=EC_FORMAT,
+    missing_ec="0040-00000207",
     check=_check_format,
     doc="output format; gif is ignored for a non-GIF source",
 )
@@ -70,5 +70,6 @@ INTERLACE = ActionSpec(
     positional=Param("value", IntRange(0, 1), "0040-00000282", doc="1: progressive JPEG"),
     required=True,
     missing_ec="0040-00000281",
+    many_values_ec=EC_SINGLE_VALUE,
     doc="progressive JPEG output",
 )

@@ -1,7 +1,13 @@
-"""info (spec §5.16) and average-hue (§5.17): actions that answer JSON instead of an image."""
+"""info (spec §5.16) and average-hue (§5.17): actions that answer JSON instead of an image.
+
+info writes OSS's own document, to the byte (docs/COMPATIBILITY.md decision 27): exiv2's tag names
+and value texts, the JFIF density and the thumbnail IFD as OSS reports them, keys in sorted order,
+one field a line.
+"""
 
 from __future__ import annotations
 
+import json
 from fractions import Fraction
 
 import cv2
@@ -11,10 +17,24 @@ from PIL import ExifTags, TiffImagePlugin
 from .base import REPORT, ActionSpec, RunContext
 
 _GPS_REF_WORDS = {"N": "North", "S": "South", "E": "East", "W": "West"}
+# OSS names fields as exiv2 does; these are the tags whose Pillow name differs. ExifOffset and
+# GPSInfo are the pointers OSS calls ExifTag and GPSTag (their values are the offsets).
+_EXIV2_NAMES = {
+    0x0201: "JPEGInterchangeFormat", 0x0202: "JPEGInterchangeFormatLength",
+    0x8769: "ExifTag", 0x8825: "GPSTag", 0xA005: "InteroperabilityTag",
+    0xA002: "PixelXDimension", 0xA003: "PixelYDimension", 0x9214: "SubjectArea",
+    0x9290: "SubSecTime", 0x9291: "SubSecTimeOriginal", 0x9292: "SubSecTimeDigitized",
+    0xA000: "FlashpixVersion",
+}
+_SKIPPED = {0x927C}                      # MakerNote: vendor bytes, not text
+_GPS_DEGREES = ("GPSLatitude", "GPSLongitude", "GPSDestLatitude", "GPSDestLongitude")
+_DEGREE_UNITS = (("deg", 7), ("'", 5), ('"', 3))
+# The JFIF unit byte as EXIF's ResolutionUnit: 0 (no unit) -> 1, 1 (dpi) -> 2, 2 (dpcm) -> 3.
+_JFIF_UNIT = {0: "1", 1: "2", 2: "3"}
 
 
 def _exif_string(value) -> str:
-    """ImageMagick-like text for an EXIF value: rationals as n/d, sequences space-separated."""
+    """EXIF value as text: rationals as n/d, sequences and short byte strings space-separated."""
     if isinstance(value, TiffImagePlugin.IFDRational):
         return f"{value.numerator}/{value.denominator}"
     if isinstance(value, Fraction):
@@ -28,47 +48,64 @@ def _exif_string(value) -> str:
     return str(value).rstrip("\0")
 
 
-def _gps_coordinate(value) -> str:
-    """(deg, min, sec) -> '30deg 16' 27.48"' in the style of OSS's samples."""
+def _degrees(value) -> str:
+    """(degrees, minutes, seconds) as OSS writes them: a zero coordinate is "0deg ". Components up to
+    the last non-zero one, each followed by its unit and a space; whole values without decimals,
+    others with 7, 5 and 3 (the documented zero is all the evidence; the rest is exiv2's rule)."""
     try:
-        deg, minutes, seconds = (float(v) for v in value)
-    except (TypeError, ValueError):
+        parts = [(int(v.numerator), int(v.denominator)) for v in value]
+    except (AttributeError, TypeError, ValueError):
         return _exif_string(value)
-    return f"{deg:g}deg {minutes:g}' {seconds:.2f}\""
+    if len(parts) != 3 or any(d == 0 for _, d in parts):
+        return _exif_string(value)
+    last = max((i for i, (n, _) in enumerate(parts) if n), default=0)
+    text = ""
+    for (n, d), (unit, decimals) in zip(parts[:last + 1], _DEGREE_UNITS):
+        text += f"{n / d:.{0 if n % d == 0 else decimals}f}{unit} "
+    return text
 
 
-def exif_fields(exif) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    for tag, value in exif.items():
-        name = ExifTags.TAGS.get(tag)
-        if name and name not in ("ExifOffset", "GPSInfo"):
+def _ifd(entries, names) -> dict[str, str]:
+    fields = {}
+    for tag, value in entries.items():
+        name = _EXIV2_NAMES.get(tag) or names.get(tag)
+        if name and tag not in _SKIPPED:
             fields[name] = _exif_string(value)
+    return fields
+
+
+def _jfif_resolution(density) -> dict[str, str]:
+    if not density or density[0] not in _JFIF_UNIT:
+        return {}
+    unit, x, y = density
+    return {"ResolutionUnit": _JFIF_UNIT[unit], "XResolution": f"{x}/1", "YResolution": f"{y}/1"}
+
+
+def exif_fields(exif, jfif_density=None) -> dict[str, str]:
+    """Every field info reports besides the basic five. The thumbnail's IFD (Compression,
+    JPEGInterchangeFormat...) first, then the JFIF density, then the main image's IFD over both: a
+    resolution the main IFD gives wins, the thumbnail's is the last resort."""
+    fields = _ifd(exif.get_ifd(ExifTags.IFD.IFD1), ExifTags.TAGS)
+    fields.update(_jfif_resolution(jfif_density))
+    fields.update(_ifd(exif, ExifTags.TAGS))
     if ExifTags.IFD.Exif in exif:
-        fields["ExifTag"] = str(exif[ExifTags.IFD.Exif])
-        for tag, value in exif.get_ifd(ExifTags.IFD.Exif).items():
-            name = ExifTags.TAGS.get(tag)
-            if name and name != "MakerNote":
-                fields[name] = _exif_string(value)
+        fields.update(_ifd(exif.get_ifd(ExifTags.IFD.Exif), ExifTags.TAGS))
     if ExifTags.IFD.GPSInfo in exif:
-        fields["GPSTag"] = str(exif[ExifTags.IFD.GPSInfo])
+        gps = _ifd(exif.get_ifd(ExifTags.IFD.GPSInfo), ExifTags.GPSTAGS)
         for tag, value in exif.get_ifd(ExifTags.IFD.GPSInfo).items():
             name = ExifTags.GPSTAGS.get(tag)
-            if not name:
-                continue
-            if name in ("GPSLatitude", "GPSLongitude"):
-                fields[name] = _gps_coordinate(value)
-            elif name in ("GPSLatitudeRef", "GPSLongitudeRef"):
-                text = _exif_string(value)
-                fields[name] = _GPS_REF_WORDS.get(text, text)
-            else:
-                fields[name] = _exif_string(value)
+            if name in _GPS_DEGREES:
+                gps[name] = _degrees(value)
+            elif name and name.endswith("Ref") and name[:-3] in _GPS_DEGREES:
+                gps[name] = _GPS_REF_WORDS.get(gps[name], gps[name])
+        fields.update(gps)
     return fields
 
 
 def info(img, args: dict, ctx: RunContext) -> dict:
     """The stored object's facts, from its header alone (no pixels decoded)."""
     probe = ctx.probe
-    fields = exif_fields(probe.exif)
+    fields = exif_fields(probe.exif, probe.jfif_density)
     fields.update({
         "FileSize": str(ctx.source_bytes),
         "Format": probe.format,
@@ -77,6 +114,14 @@ def info(img, args: dict, ctx: RunContext) -> dict:
         "ImageWidth": str(probe.width),
     })
     return {name: {"value": fields[name]} for name in sorted(fields)}
+
+
+def info_document(fields: dict) -> bytes:
+    """OSS's layout: "{", then one `    "Name": {"value": "..."}` a line, the last closed by "}"."""
+    lines = [f'    {json.dumps(name, ensure_ascii=False)}: '
+             f'{{"value": {json.dumps(field["value"], ensure_ascii=False)}}}'
+             for name, field in fields.items()]
+    return ("{\n" + ",\n".join(lines) + "}").encode("utf-8")
 
 
 HUE_WINDOW_DEGREES = 40
@@ -125,7 +170,7 @@ def average_hue(img: np.ndarray, args: dict, ctx: RunContext) -> dict:
     return {"RGB": f"0x{r:02x}{g:02x}{b:02x}"}
 
 
-INFO = ActionSpec(name="info", role=REPORT, apply=info, needs_pixels=False,
+INFO = ActionSpec(name="info", role=REPORT, apply=info, render=info_document, needs_pixels=False,
                   doc="JSON facts and EXIF of the stored object")
 AVERAGE_HUE = ActionSpec(name="average-hue", role=REPORT, apply=average_hue,
                          doc="JSON dominant colour")

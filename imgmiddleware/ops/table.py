@@ -27,8 +27,11 @@ def _default(param: Param) -> str:
 
 
 def _row(action: str, label: str, param: Param) -> str:
+    ec = param.ec or "—"
+    if param.range_ec:
+        ec += f"; out of range: {param.range_ec}"
     return (f"| `{action}` | {label} | {param.kind.describe()} | {_default(param)} | "
-            f"{param.ec or '—'} | {param.doc} |")
+            f"{ec} | {param.doc} |")
 
 
 def render() -> str:
@@ -44,6 +47,9 @@ def render() -> str:
         if spec.required:
             lines.append(f"| `{name}` | (none given) | | | {spec.missing_ec or '—'} | "
                          f"a value is required |")
+        if spec.many_values_ec:
+            lines.append(f"| `{name}` | (several values) | | | {spec.many_values_ec} | "
+                         f"one value only |")
     return "\n".join(lines)
 
 

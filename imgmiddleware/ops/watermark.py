@@ -266,7 +266,7 @@ SPEC = ActionSpec(
         Param("rotate", IntRange(0, 360), "0040-00000272", default=0, doc="text rotation, clockwise"),
         Param("image", WatermarkImageKind(max_bytes=4096), "0040-00000265", code="BadRequest",
               doc="base64 of an object key, optionally with ?x-oss-process="),
-        Param("order", IntRange(0, 1), None, default=0, doc="0: image first, 1: text first"),
+        Param("order", IntRange(0, 1), "0040-00000269", default=0, doc="0: image first, 1: text first"),
         Param("align", IntRange(0, 2), "0040-00000271", default=2,
               doc="text vs image: 0 top, 1 middle, 2 bottom"),
         Param("interval", IntRange(0, 1000), "0040-00000270", default=0, doc="gap between image and text"),

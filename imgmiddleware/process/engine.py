@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -23,6 +24,9 @@ from .plan import Plan, make_plan
 class Result:
     body: bytes
     content_type: str
+    format: str = ""                 # the output format ("jpg", "webp", ... "json"), for metrics
+    decode_seconds: float = 0.0      # decoding the source, and encoding the result (telemetry/)
+    encode_seconds: float = 0.0
 
 
 def check_source_limits(info: Probe, size: int, config) -> None:
@@ -97,7 +101,7 @@ def run(pipeline: Pipeline, data: bytes | memoryview, config, load_object=None,
     plan = make_plan(pipeline, info, len(data), config, auto_formats)
     plan.context.load_object = load_object
     if plan.report is not None and not plan.report.spec.needs_pixels:
-        return _json(plan.report.spec.apply(None, plan.report.args, plan.context))
+        return _report(plan.report, plan.report.spec.apply(None, plan.report.args, plan.context))
     if plan.auto_orient and info.rotates and max(info.width, info.height) >= config.max_rotate_side:
         raise rotation_range_exceeded()
     cost = budget.check(plan, info, config)
@@ -111,41 +115,49 @@ def _work(plan: Plan, data, info: Probe) -> Result:
     """Decode once, act in order, encode once, with the plan's deadline checked between steps."""
     if plan.animate:
         return _run_animation(data, plan)
+    started = time.perf_counter()
     try:
         img = decode_source(data, info, plan.reduce, plan.keep_depth)
     except (DecodeError, TooManyPixels) as exc:
         raise source_error(exc, plan.context.config) from None
+    decoded = time.perf_counter()
     if plan.auto_orient:
         img = apply_orientation(img, info.orientation)
     img = execute(img, plan)
     plan.context.deadline.check()
 
     if plan.report is not None:
-        return _json(plan.report.spec.apply(img, plan.report.args, plan.context))
+        return _report(plan.report, plan.report.spec.apply(img, plan.report.args, plan.context))
     if plan.grey:
         img = grey_if_neutral(img)
+    encoding = time.perf_counter()
     try:
         body = encode(img, plan.output)
     except EncodeError as exc:
         raise OssError("InternalError", str(exc)) from None
-    return Result(body, MIME[plan.output.format])
+    return Result(body, MIME[plan.output.format], plan.output.format, decoded - started,
+                  time.perf_counter() - encoding)
 
 
 def _run_animation(data, plan: Plan) -> Result:
     """Every frame through the same steps (all of them keep animation), one animated encode."""
+    started = time.perf_counter()
     try:
         animation = decode_animation(data)
     except (DecodeError, TooManyPixels) as exc:
         raise source_error(exc, plan.context.config) from None
+    decoded = time.perf_counter()
     frames = []
     for frame in animation.frames:
         frames.append(execute(frame, plan))
         plan.context.deadline.check()
+    encoding = time.perf_counter()
     try:
         body = encode_animation(frames, animation.durations, animation.loop_count, plan.output)
     except EncodeError as exc:
         raise OssError("InternalError", str(exc)) from None
-    return Result(body, MIME[plan.output.format])
+    return Result(body, MIME[plan.output.format], plan.output.format, decoded - started,
+                  time.perf_counter() - encoding)
 
 
 def execute(img, plan: Plan):
@@ -159,5 +171,7 @@ def execute(img, plan: Plan):
     return img
 
 
-def _json(payload: dict) -> Result:
-    return Result(json.dumps(payload).encode("utf-8"), "application/json")
+def _report(step, payload) -> Result:
+    render = step.spec.render
+    body = render(payload) if render is not None else json.dumps(payload).encode("utf-8")
+    return Result(body, "application/json", "json")

@@ -54,7 +54,9 @@ def output_options(pipeline: Pipeline, probe: Probe, config, auto_formats: tuple
         format=fmt,
         quality=resolve_quality(fmt, quality_args, probe.jpeg_quality, config),
         progressive=progressive and fmt == "jpg",
+        jpeg_optimize=config.jpeg_optimize,
         png_compression=config.png_compression,
+        png_strategy=config.png_strategy,
         avif_speed=config.avif_speed,
     )
 

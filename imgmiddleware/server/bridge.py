@@ -12,6 +12,10 @@ A thread is taken only when a request has arrived whole, and given back while it
   connection. A streamed answer (a plain GET of a large object) takes a thread per block, not for the
   whole time the client takes to read it.
 
+The health, readiness and metrics paths (telemetry/) are answered on the loop itself, never by an app
+thread, so a probe never queues behind transforms; every other request is counted and logged there
+once its last byte is written (telemetry.Telemetry.finish), when every time is known.
+
 The environ is the one gunicorn's own WSGI workers build (PATH_INFO percent-decoded from the raw path,
 as latin-1, RAW_URI, REMOTE_ADDR, SERVER_NAME/PORT), with ``wsgi.input`` the buffered body and
 CONTENT_LENGTH its real length (``wsgi.input_terminated``: a chunked body is complete too).
@@ -29,12 +33,14 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import unquote_to_bytes
 from wsgiref.util import FileWrapper
 
 from ..config import Config
 from ..errors import OssError, new_request_id
+from ..telemetry import FACTS, Telemetry
 
 log = logging.getLogger("imgmiddleware.server")
 
@@ -57,6 +63,8 @@ class BufferedWSGI:
         self.config = config
         self.head_timeout = config.client_header_timeout   # read by server.worker
         self.executor = ThreadPoolExecutor(max_workers=threads or config.threads, thread_name_prefix="imgmw")
+        self.telemetry = Telemetry(app, config)
+        self._sampler: asyncio.Task | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         kind = scope["type"]
@@ -70,48 +78,74 @@ class BufferedWSGI:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                self._start_sampler()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self._sampler is not None:
+                    self._sampler.cancel()
+                    self.telemetry.sampler.sample()        # the last second's figures
                 # Requests in flight have had gunicorn's graceful_timeout; threads still running are
                 # not waited for (the process is about to end).
                 self.executor.shutdown(wait=False, cancel_futures=True)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    def _start_sampler(self) -> None:
+        if self._sampler is None:
+            self._sampler = asyncio.ensure_future(self.telemetry.sample_forever())
+
     async def _http(self, scope, receive, send) -> None:
+        route = self.telemetry.route(scope["path"])
+        if route is not None:
+            await self._operations(route, scope, send)
+            return
+        if self._sampler is None:
+            self._start_sampler()                  # a server that sends no lifespan events
+        arrived, started = time.time(), time.perf_counter()
+        exchange = _Exchange(scope)
         try:
             body, length = await self._read_body(scope, receive)
         except OssError as err:
-            await self._send_error(scope, send, err)
+            exchange.status, exchange.headers = await self._send_error(scope, send, err)
+            self._finish(exchange, arrived, started)
             return
         except ClientGone:
             return
+        exchange.bytes_in = length
         try:
             environ = build_environ(scope, body, length)
         except OutsideMount as err:
             body.close()
-            await self._send_error(scope, send, OssError(
+            exchange.status, exchange.headers = await self._send_error(scope, send, OssError(
                 "InvalidURI", f"The path is outside this server's mount point {err}.", status=400))
+            self._finish(exchange, arrived, started)
             return
+        environ[FACTS] = exchange.facts
+        exchange.environ = environ
         loop = asyncio.get_running_loop()
         call = _Call(self.app, environ)
         try:
             try:
                 await loop.run_in_executor(self.executor, call.begin)
             except Exception:
-                log.exception("unhandled error in the WSGI app")
+                request_id = new_request_id()
+                log.exception("unhandled error in the WSGI app (request %s)", request_id)
                 if call.status is None:
-                    await self._send_error(scope, send, OssError(
-                        "InternalError", "We encountered an internal error. Please try again.", status=500))
+                    exchange.status, exchange.headers = await self._send_error(scope, send, OssError(
+                        "InternalError", "We encountered an internal error. Please try again.", status=500),
+                        request_id)
                 return      # else gunicorn ends a response that was begun by closing the connection
+            exchange.status, exchange.headers = call.status, call.headers
             await self._write(send, {"type": "http.response.start", "status": call.status,
                                      "headers": call.headers})
             await self._write(send, {"type": "http.response.body", "body": call.first,
                                      "more_body": not call.done})
+            exchange.bytes_out += len(call.first)
             while not call.done:
                 block = await loop.run_in_executor(self.executor, call.next_block)
                 await self._write(send, {"type": "http.response.body", "body": block,
                                          "more_body": not call.done})
+                exchange.bytes_out += len(block)
         except (TimeoutError, ConnectionError):
             # The client stopped reading (client_send_timeout) or left: gunicorn closes the connection.
             pass
@@ -119,6 +153,33 @@ class BufferedWSGI:
             body.close()
             if call.closable:
                 loop.run_in_executor(self.executor, call.close)
+            self._finish(exchange, arrived, started)
+
+    def _finish(self, exchange: "_Exchange", arrived: float, started: float) -> None:
+        try:
+            self.telemetry.finish(exchange.environ, exchange.facts, exchange.method, exchange.status or 0,
+                                  exchange.headers, exchange.bytes_in, exchange.bytes_out, arrived,
+                                  time.perf_counter() - started, exchange.client)
+        except Exception:
+            log.exception("telemetry: a request could not be recorded")
+
+    async def _operations(self, route: str, scope, send) -> None:
+        """Health, readiness or metrics, on the loop; not counted or logged unless access_log_probes."""
+        arrived, started = time.time(), time.perf_counter()
+        method = scope["method"]
+        status, headers, body = await self.telemetry.answer(route, method)
+        headers.append(("Content-Length", str(len(body))))
+        encoded = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+        try:
+            await self._write(send, {"type": "http.response.start", "status": status, "headers": encoded})
+            await self._write(send, {"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+        except (TimeoutError, ConnectionError):
+            pass
+        if self.telemetry.probes_too:
+            exchange = _Exchange(scope)
+            exchange.facts["kind"] = route
+            exchange.status, exchange.headers, exchange.bytes_out = status, encoded, len(body)
+            self._finish(exchange, arrived, started)
 
     async def _write(self, send, message) -> None:
         async with asyncio.timeout(self.config.client_send_timeout):
@@ -162,18 +223,36 @@ class BufferedWSGI:
         body.seek(0)
         return body, received
 
-    async def _send_error(self, scope, send, err: OssError) -> None:
+    async def _send_error(self, scope, send, err: OssError, request_id: str = "") -> tuple[int, list]:
+        """Send OSS's XML for ``err``; (status, headers) for the log."""
         host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
-        status, headers, payload = err.to_response(new_request_id(), self.config.host_id or host)
+        status, headers, payload = err.to_response(request_id or new_request_id(), self.config.host_id or host)
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
         if err.code in ("RequestTimeout", "EntityTooLarge"):
             headers.append((b"Connection", b"close"))   # the rest of the body is never read
+        code = int(status.split()[0])
         try:
-            await self._write(send, {"type": "http.response.start", "status": int(status.split()[0]),
-                                     "headers": headers})
+            await self._write(send, {"type": "http.response.start", "status": code, "headers": headers})
             await self._write(send, {"type": "http.response.body", "body": payload})
         except (TimeoutError, ConnectionError):
             pass
+        return code, headers
+
+
+class _Exchange:
+    """What the log and the metrics learn of one request as it goes."""
+    __slots__ = ("method", "client", "environ", "facts", "status", "headers", "bytes_in", "bytes_out")
+
+    def __init__(self, scope) -> None:
+        self.method = scope["method"]
+        client = scope.get("client")
+        self.client = str(client[0]) if client else ""
+        self.environ = None
+        self.facts: dict = {}
+        self.status: int | None = None
+        self.headers: list = []
+        self.bytes_in = 0
+        self.bytes_out = 0
 
 
 class OutsideMount(Exception):

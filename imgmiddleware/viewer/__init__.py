@@ -56,7 +56,7 @@ def _kind(param: Param) -> dict:
     if default is not None:
         default = param.kind.canon(default) if isinstance(default, tuple) else default
     return {"key": param.key, **described, "describe": kind.describe(), "default": default,
-            "ec": param.ec, "code": param.code, "doc": param.doc}
+            "ec": param.ec, "range_ec": param.range_ec, "code": param.code, "doc": param.doc}
 
 
 def actions_document() -> dict:
@@ -66,7 +66,8 @@ def actions_document() -> dict:
         "actions": [{"name": spec.name, "role": spec.role, "doc": spec.doc,
                      "positional": _kind(spec.positional) if spec.positional is not None else None,
                      "params": [_kind(p) for p in spec.params],
-                     "required": spec.required, "missing_ec": spec.missing_ec}
+                     "required": spec.required, "missing_ec": spec.missing_ec,
+                     "many_values_ec": spec.many_values_ec}
                     for spec in ACTIONS.values()],
         "style_name": STYLE_NAME.pattern.removesuffix(r"\Z"),
     }

@@ -39,6 +39,7 @@ import itertools
 import logging
 import os
 import threading
+import time
 from http import HTTPStatus
 from urllib.parse import quote
 
@@ -49,6 +50,7 @@ from urllib3.exceptions import (ConnectTimeoutError, HTTPError, NewConnectionErr
 
 from ...errors import OssError, new_request_id
 from ...subrequest import PlainAddressing, query_pairs
+from ...telemetry import metrics
 from .access import ProxyAccess
 from .signing import FORWARDED_QUERY, REFUSAL_READ, Signer, UpstreamRequest, refusal
 from .upstream import CustomDomainAddressing, locate
@@ -271,6 +273,18 @@ class ProxyApp:
                 headers["Content-Length"] = "0"                  # PEP 3333: no length, no body
         if self.signer is not None:
             headers = self._sign(method, target, headers, environ)
+        started, outcome = time.perf_counter(), "unreachable"
+        try:
+            response = self._exchange(method, target, body, headers)
+            outcome = f"{response.status // 100}xx"
+            return response
+        except OssError as err:
+            outcome = "timeout" if err.status == 504 else "unreachable"
+            raise
+        finally:          # origin latency and errors by outcome (telemetry/metrics.py)
+            metrics.recorder.origin(method, outcome, time.perf_counter() - started)
+
+    def _exchange(self, method: str, target: str, body, headers: dict[str, str]):
         attempts = 2 if method in ("GET", "HEAD") else 1
         for attempt in range(attempts):
             try:
@@ -299,6 +313,9 @@ class ProxyApp:
 
     def _error(self, environ, start_response, err: OssError):
         request_id = new_request_id()
+        if getattr(err, "cause", None):     # once, with the request id the client is given
+            log.warning("upstream %s %s: %s (request %s)", self.upstream,
+                        "timed out" if err.status == 504 else "unreachable", err.cause, request_id)
         status, headers, body = err.to_response(request_id, environ.get("HTTP_HOST", ""))
         headers.append(("Cache-Control", "no-store"))
         if err.status == 405:
@@ -322,8 +339,10 @@ class StreamedBody:
                 if block:
                     yield block
         except ReadTimeoutError as exc:
+            log.warning("upstream %s timed out mid-body: %s", _pool_name(self.response), exc)
             raise gateway_timeout(_pool_name(self.response), exc) from None
         except (ProtocolError, HTTPError, OSError) as exc:
+            log.warning("upstream %s broke mid-body: %s", _pool_name(self.response), exc)
             raise bad_gateway(_pool_name(self.response), exc) from None
         self.complete = True
         _release(self.response, complete=True)
@@ -359,13 +378,18 @@ def _pool_name(response) -> str:
 
 
 def bad_gateway(upstream: str, exc: BaseException) -> OssError:
-    log.warning("upstream %s unreachable: %s", upstream, exc)
-    return OssError("BadGateway", "Upstream is unreachable.", status=502)
+    """502; its cause is logged once, with the request id (ProxyApp._error), or here when the body
+    broke after the answer began (no error answer then, only a torn body)."""
+    return _failed(OssError("BadGateway", "Upstream is unreachable.", status=502), exc)
 
 
 def gateway_timeout(upstream: str, exc: BaseException) -> OssError:
-    log.warning("upstream %s timed out: %s", upstream, exc)
-    return OssError("GatewayTimeout", "Upstream did not answer in time.", status=504)
+    return _failed(OssError("GatewayTimeout", "Upstream did not answer in time.", status=504), exc)
+
+
+def _failed(err: OssError, exc: BaseException) -> OssError:
+    err.cause = f"{type(exc).__name__}: {exc}"
+    return err
 
 
 def _response_headers(headers) -> list[tuple[str, str]]:
