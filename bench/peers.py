@@ -621,9 +621,9 @@ def main(argv=None) -> int:
 def run_extras(corpus: Path, quick: bool) -> dict[str, str]:
     """The benchmarks behind the engine's choices, run on the same machine after the loads: the
     progressive-JPEG rewrite on every progressive wallpaper, glibc malloc settings for a worker on
-    the corpus, the text renderers on the font files, and the shared cache tier against a remote-like
-    origin. Their tables go into the report as they
-    print them."""
+    the corpus, the text renderers on the font files, the shared cache tier against a remote-like
+    origin, WebP shrink-on-load, slow clients against both gunicorn workers, and what metrics and
+    the access log cost. Their tables go into the report as they print them."""
     extras = {}
     for name, cmd in (
             ("progressive", [sys.executable, str(HERE / "progressive_bench.py"), str(CACHE)]
@@ -632,7 +632,12 @@ def run_extras(corpus: Path, quick: bool) -> dict[str, str]:
              + (["--duration", "2", "--rounds", "1"] if quick else ["--duration", "8", "--rounds", "2"])),
             ("text", [sys.executable, str(HERE / "text_bench.py")] + (["--runs", "5"] if quick else [])),
             ("shared", [sys.executable, str(HERE / "shared_cache_bench.py")]
-             + (["--duration", "1"] if quick else []))):
+             + (["--duration", "1"] if quick else [])),
+            ("shrink", [sys.executable, str(HERE / "shrink_bench.py")]
+             + (["--iterations", "3"] if quick else [])),
+            ("slow", [sys.executable, str(HERE / "slow_client_bench.py")] + (["--smoke"] if quick else [])),
+            ("operations", [sys.executable, str(HERE / "metrics_bench.py")]
+             + (["--duration", "2", "--rounds", "1"] if quick else []))):
         print(f"{name} benchmark ...", flush=True)
         r = sh(cmd, timeout=3600)
         extras[name] = r.stdout if r.returncode == 0 else f"failed: {r.stderr[-1000:]}"

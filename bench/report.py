@@ -88,6 +88,25 @@ TEXT_CHOICE = (
     "the Japanese face, so three names (and all seven on a pip-only machine) would draw Japanese "
     "glyph forms. FreeType picks the face and hints small sizes, and its 0.2-2.5 ms a string is small "
     "beside an image's decode and encode.")
+SHRINK_CHOICE = (
+    "`bench/shrink_bench.py`: a >= 12 MP photo as an opaque WebP (q85) and as its JPEG, thumbnails "
+    "through the engine in one process with shrink_on_load on and off. OpenCV's reduced WebP decode "
+    "saves a quarter of the decode at 1/8 (libwebp's own scaled decoding, which libvips uses, would save "
+    "more, but no well-kept Python binding exposes it: pywebp declares only use_threads of "
+    "WebPDecoderOptions, imagecodecs and Pillow no scaling), so the gain is 1.1-1.7x on small "
+    "thumbnails against JPEG's 1.5-4x; the geometry is that of a full decode by construction, the "
+    "pixels within 35-50 dB of it (41-47 dB at the default margin, 2). A WebP with alpha is decoded whole (the reduced flags give 3 channels).")
+SLOW_CHOICE = (
+    "`bench/slow_client_bench.py`: the same app under `deploy/gunicorn.conf.py`, once with gunicorn's "
+    "gthread worker (what `serve` ran before issue 15), once with the event-loop worker it runs now "
+    "(imgmiddleware/server/); rates without attack, then plain GETs one after another while a dozen "
+    "clients trickle heads and PUT bodies a byte at a time (docs/SECURITY.md, Slow clients).")
+OPERATIONS_CHOICE = (
+    "`bench/metrics_bench.py`: cached hits per second over real HTTP (`imgmiddleware serve`, 2 workers "
+    "x 4 threads, wrk) with Prometheus metrics and the access log each on and off, in turns, and the "
+    "same per request in one process (`Telemetry.finish()`, metrics in multiprocess files as under "
+    "gunicorn). A cached hit is the cheapest request the server answers, so a fixed cost per request "
+    "shows most there; beside a transform it is not measurable.")
 SHARED_CHOICE = (
     "`bench/shared_cache_bench.py`: nodes as `imgmiddleware serve --upstream` builds them in a worker "
     "(the reverse-proxy origin, real HTTP), in front of an origin on loopback that waits 30 ms before "
@@ -225,6 +244,14 @@ def write_report(res, md: Path, chart: Path, venv_py: Path | None, json_path: Pa
     if "shared" in extras:
         lines += ["## Shared cache tier: hits against a remote origin, many nodes", "", SHARED_CHOICE, "",
                   extras["shared"].strip(), ""]
+    if "shrink" in extras:
+        lines += ["## Shrink-on-load for WebP", "", SHRINK_CHOICE, "", extras["shrink"].strip(), ""]
+    if "slow" in extras:
+        lines += ["## Slow clients: gthread against the event-loop worker", "", SLOW_CHOICE, "",
+                  extras["slow"].strip(), ""]
+    if "operations" in extras:
+        lines += ["## Operations: what metrics and the access log cost", "", OPERATIONS_CHOICE, "",
+                  extras["operations"].strip(), ""]
     lines += ["## Corpus", "",
               "Photographs from Debian's wallpaper packages, every file looked at by eye: artwork, "
               "renders and logos are left out (`ARTWORK` in bench/peers.py). PNG and WebP sources are "

@@ -551,3 +551,53 @@ def test_shrink_on_load_with_exif_rotation(image_dir):
     assert psnr(decode(fast), decode(full)) > 35
     ref = cv2.resize(cv2.rotate(pixels, cv2.ROTATE_90_CLOCKWISE), (200, 300), interpolation=cv2.INTER_AREA)
     assert psnr(decode(fast), ref) > 30
+
+
+# --- shrink-on-load for WebP: the same planner rule, OpenCV's reduced WebP decode -----------------
+
+ODD_W, ODD_H = 2403, 1601        # odd sides: libwebp's reduced decode rounds down, libjpeg's up
+
+
+def big_webp(alpha: bool = False) -> bytes:
+    pixels = cv2.resize(big_jpeg_pixels(), (ODD_W, ODD_H), interpolation=cv2.INTER_LINEAR)
+    if alpha:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2BGRA)
+        pixels[:, :, 3] = 200
+    return cv2.imencode(".webp", pixels, [cv2.IMWRITE_WEBP_QUALITY, 90])[1].tobytes()
+
+
+@pytest.mark.parametrize("process, size", [
+    ("image/resize,w_200", (200, 133)),
+    ("image/resize,m_fill,w_300,h_100", (300, 100)),
+    ("image/resize,l_500", (500, 333)),
+])
+def test_webp_shrink_on_load_matches_full_decode(image_dir, process, size):
+    (image_dir / "big.webp").write_bytes(big_webp())
+    fast = ok(get(make_client(image_dir), "big.webp", process + "/format,png"))
+    full = ok(get(make_client(image_dir, shrink_on_load=False), "big.webp", process + "/format,png"))
+    assert size_of(fast) == size_of(full) == size
+    assert psnr(decode(fast), decode(full)) > 40
+
+
+def test_planner_shrinks_opaque_webp_only():
+    config = Config(shrink_on_load_margin=1.0)    # the reduced decode may be as small as the target
+
+    def reduce(data: bytes, process: str) -> int:
+        return make_plan(parse(process, config), probe(data), len(data), config).reduce
+
+    opaque, with_alpha = big_webp(), big_webp(alpha=True)
+    assert reduce(opaque, "image/resize,w_200") == 8      # 2403 // 8 = 300 >= 200
+    assert reduce(opaque, "image/resize,w_1000") == 2
+    assert reduce(opaque, "image/resize,w_1202") == 1     # 2403 // 2 = 1201: a pixel short
+    assert reduce(with_alpha, "image/resize,w_200") == 1  # the reduced flags give no alpha
+
+
+def test_reduced_sizes_are_what_the_decoders_give():
+    from imgmiddleware.imaging.decode import REDUCED_FLAGS, reduced_size
+
+    webp = np.frombuffer(big_webp(), np.uint8)
+    jpeg = cv2.imencode(".jpg", cv2.resize(big_jpeg_pixels(), (ODD_W, ODD_H)))[1]
+    for factor in (2, 4, 8):
+        for fmt, buf in (("webp", webp), ("jpg", jpeg)):
+            img = cv2.imdecode(buf, REDUCED_FLAGS[factor])
+            assert (img.shape[1], img.shape[0]) == reduced_size(ODD_W, ODD_H, factor, fmt), (fmt, factor)

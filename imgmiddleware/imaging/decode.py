@@ -1,4 +1,5 @@
-"""Decode once, with OpenCV, into 8-bit BGR or BGRA; JPEG may decode reduced (shrink-on-load).
+"""Decode once, with OpenCV, into 8-bit BGR or BGRA; JPEG and opaque WebP may decode reduced
+(shrink-on-load).
 
 EXIF orientation is never applied here (IMREAD_IGNORE_ORIENTATION): the pipeline applies it itself,
 so it can be switched off with auto-orient,0 and so the planner knows the geometry.
@@ -48,8 +49,18 @@ def decoding(what: str = "image"):
         raise DecodeError(f"The {what} could not be decoded.") from exc
 
 
-def reduced_size(width: int, height: int, factor: int) -> tuple[int, int]:
-    """The size libjpeg produces when it decodes at 1/factor scale: each side rounded up."""
+def can_reduce(probe) -> bool:
+    """Whether a source's decoder can give its pixels at 1/2, 1/4 or 1/8 scale directly (shrink-on-
+    load): libjpeg by DCT scaling; libwebp, through OpenCV's reduced flags, for a still opaque WebP
+    (those flags give 3 channels, so a WebP with alpha is decoded whole)."""
+    return probe.format == "jpg" or (probe.format == "webp" and probe.mode == "RGB" and probe.frames == 1)
+
+
+def reduced_size(width: int, height: int, factor: int, fmt: str = "jpg") -> tuple[int, int]:
+    """The size a reduced decode produces at 1/factor scale: libjpeg rounds each side up, OpenCV's
+    WebP decoder down (bench/shrink_bench.py checks both against the decoders)."""
+    if fmt == "webp":
+        return width // factor, height // factor
     return -(-width // factor), -(-height // factor)
 
 
@@ -84,7 +95,7 @@ def decode(data: bytes | memoryview, fmt: str, reduce: int = 1, keep_16bit: bool
         data = jpeg_scans.dc_only_stream(data) or data
     buf = np.frombuffer(data, dtype=np.uint8)  # a view, not a copy
     with decoding():
-        if fmt == "jpg":
+        if fmt == "jpg" or reduce > 1:
             img = cv2.imdecode(buf, REDUCED_FLAGS[reduce] | cv2.IMREAD_IGNORE_ORIENTATION)
         else:
             img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)  # keeps alpha; UNCHANGED ignores orientation

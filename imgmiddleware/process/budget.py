@@ -53,7 +53,8 @@ def estimate(plan: Plan, info: Probe) -> Estimate:
     channels = 4 if plan.animate or "A" in info.mode or info.mode in ("P", "PA") else 3
     depth = 2 if plan.keep_depth and info.mode.startswith("I;16") else 1
     size = plan.size
-    decoded = reduced_size(size[0], size[1], plan.reduce) if plan.reduce > 1 else size
+    decoded = (reduced_size(size[0], size[1], plan.reduce, plan.context.source_format)
+               if plan.reduce > 1 else size)
     ms = DECODE_MS.get(info.format, OTHER_MS) * megapixels(decoded) * frames
     held = _bytes(decoded, channels, depth) * frames
     peak = int(held * DECODE_PEAK.get(info.format, OTHER_PEAK))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..imaging.decode import reduced_size
+from ..imaging.decode import can_reduce, reduced_size
 from ..imaging import heif
 from ..imaging.colour import needs_conversion
 from ..imaging.encode import ANIMATED, DEEP, GREY, KEEPS_ALPHA, EncodeOptions
@@ -27,7 +27,7 @@ class Plan:
     output: EncodeOptions
     steps: list[Step]          # pixel steps to run, in URL order, up to a report
     report: Step | None        # info / average-hue: the answer is JSON
-    reduce: int                # JPEG shrink-on-load factor (1 = full decode)
+    reduce: int                # shrink-on-load factor, JPEG or opaque WebP (1 = full decode)
     animate: bool              # decode every frame, run each step per frame, encode an animation
     keep_depth: bool           # a 16-bit source stays 16-bit (PNG/TIFF out, geometry-only actions)
     grey: bool                 # a grey source is written grey if it still is
@@ -136,7 +136,7 @@ def make_plan(pipeline: Pipeline, probe: Probe, source_bytes: int, config, auto_
 
 def shrink_factor(probe: Probe, size: tuple[int, int], steps: list[Step], ctx: RunContext,
                   config) -> int:
-    if not (config.shrink_on_load and probe.format == "jpg" and steps):
+    if not (config.shrink_on_load and can_reduce(probe) and steps):
         return 1
     first = steps[0].spec
     if first.resample_target is None:
@@ -147,7 +147,7 @@ def shrink_factor(probe: Probe, size: tuple[int, int], steps: list[Step], ctx: R
         return 1
     margin = config.shrink_on_load_margin
     for factor in SHRINK_FACTORS:
-        reduced_w, reduced_h = reduced_size(width, height, factor)
+        reduced_w, reduced_h = reduced_size(width, height, factor, probe.format)
         if reduced_w >= target[0] * margin and reduced_h >= target[1] * margin:
             return factor
     return 1
