@@ -243,18 +243,18 @@ def test_nginx_accepts_the_rendered_front_site(front):
 
 def test_containerfile_health_check_runs_against_real_gunicorn(front):
     """The HEALTHCHECK command of the Containerfile, as the engine would run it (exec form), with its
-    URL pointed at this test's gunicorn; and it fails when the sample is missing."""
+    URL pointed at this test's gunicorn (the liveness path); and it fails on a path that is a 404."""
     assert front.gunicorn.poll() is None, "this test must run before the stale-on-error test"
     instructions = container_instructions(CONTAINERFILE.read_text(encoding="utf-8"))
     (health,) = [rest for word, rest in instructions if word == "HEALTHCHECK"]
     command = json.loads(health[health.index("CMD") + 3:])
     assert command[0] == "python"
     url = container_env(instructions)["HEALTHCHECK_URL"]
-    assert url.startswith("http://127.0.0.1:8080/")
+    assert url == "http://127.0.0.1:8080/_healthz"
     local = url.replace("127.0.0.1:8080", front.gunicorn_url.removeprefix("http://"))
     run = [sys.executable, *command[1:]]
     assert subprocess.run(run, env={"HEALTHCHECK_URL": local}, capture_output=True, timeout=30).returncode == 0
-    missing = local.replace("/example.jpg", "/no-such-object.jpg")
+    missing = local.replace("/_healthz", "/examplebucket/no-such-object.jpg")
     assert subprocess.run(run, env={"HEALTHCHECK_URL": missing}, capture_output=True, timeout=30).returncode != 0
 
 
@@ -441,13 +441,10 @@ def test_containerfile(monkeypatch):
         if name.startswith("IMGMW_"):
             assert hasattr(config, name[6:].lower()), f"{name} is no config key"
 
-    # The health check asks for a processed sample that a fresh data volume is seeded with.
+    # The health check asks for the liveness path, which is never queued behind transforms.
     (health,) = [rest for word, rest in instructions if word == "HEALTHCHECK"]
     assert "urllib" in health
-    url = env["HEALTHCHECK_URL"]
-    match = re.fullmatch(r"http://127\.0\.0\.1:8080/(\w+)/([\w.]+)\?x-oss-process=image/.+", url)
-    assert match and match.group(1) == cli.EXAMPLE_BUCKET
-    assert (cli.SAMPLES / match.group(2)).is_file()
+    assert env["HEALTHCHECK_URL"] == "http://127.0.0.1:8080" + config.health_path
     assert env["IMGMW_VIEWER_PATH"] == ""                    # no style viewer in production
 
 
