@@ -25,6 +25,8 @@ from werkzeug.test import Client
 from imgmiddleware import Config, ImageMiddleware
 from imgmiddleware.origins.static import static_app
 
+from .servers import free_port
+
 FIXTURES = Path(__file__).parent / "fixtures"
 NODE_LOCK_DIR = Path(__file__).parent / "node"          # package.json + package-lock.json, committed
 NODE_DIR = NODE_LOCK_DIR / ".cache"                      # where npm ci installs them (gitignored)
@@ -199,11 +201,6 @@ def ali_oss() -> Path:
 
 
 # --- imgmiddleware serve for the SDK acceptance tests (test_sdk*.py) ---------------------------------
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Server:

@@ -29,6 +29,8 @@ class Located:
 
 
 def is_ip_or_localhost(host: str) -> bool:
+    """An IP address, localhost or no host at all: nothing a bucket name could stand in front of
+    (path-style addressing; the proxy's upstream too)."""
     if host in ("localhost", ""):
         return True
     try:

@@ -23,7 +23,6 @@ signed as ``/<bucket>/<key>`` (:class:`CustomDomainAddressing`). So the bucket's
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 from urllib3.util import parse_url
@@ -32,6 +31,7 @@ from ...config import UPSTREAM_ADDRESSING as ADDRESSING
 from ...config import UPSTREAM_BUCKET_NAME as BUCKET_NAME
 from ...errors import OssError
 from ...subrequest import PlainAddressing
+from ..bucket.addressing import is_ip_or_localhost
 
 
 @dataclass(frozen=True)
@@ -71,23 +71,12 @@ def locate(upstream: str, bucket: str = "", addressing: str = "auto") -> Upstrea
         raise ValueError(f"upstream_addressing must be one of {', '.join(ADDRESSING)}")
     style = addressing
     if style == "auto":
-        style = "path" if _is_address(host) or "." not in host or "." in bucket else "virtual"
+        style = "path" if is_ip_or_localhost(host) or "." not in host or "." in bucket else "virtual"
     if style == "path":
         return Upstream(upstream, parsed.scheme, origin, host + port, f"/{bucket}", bucket, style)
     virtual_host = f"{bucket}.{host}"
     return Upstream(upstream, parsed.scheme, origin, virtual_host + port, "", bucket, style,
                     server_hostname=virtual_host if parsed.scheme == "https" else None)
-
-
-def _is_address(host: str) -> bool:
-    """An IP address or localhost: no name a bucket could be put in front of."""
-    if host == "localhost":
-        return True
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-        return True
-    except ValueError:
-        return False
 
 
 class CustomDomainAddressing(PlainAddressing):
