@@ -268,16 +268,7 @@ def _verify_v1_header(req: SignedRequest, credential: str, credentials, now: flo
     access_key, sep, provided = credential.partition(":")
     if not sep or not access_key or not provided:
         raise OssError("InvalidArgument", "Authorization header is invalid.")
-    date = req.headers.get("x-oss-date") or req.headers.get("date")
-    if not date:
-        raise denied("AccessDenied", "Missing Date Header.")
-    try:
-        when = parsedate_to_datetime(date).timestamp()
-    except (TypeError, ValueError):
-        raise denied("AccessDenied", "Invalid Date Header.") from None
-    if abs(now - when) > MAX_SKEW_SECONDS:
-        raise denied("RequestTimeTooSkewed",
-                     "The difference between the request time and the current time is too large.")
+    date = _checked_date(req.headers.get("x-oss-date") or req.headers.get("date"), now)
     secret = _secret(credentials, access_key)
     # oss2 signs x-oss-date in the Date slot when it sends one; other SDKs sign Date: accept either.
     for slot in dict.fromkeys(d for d in (req.headers.get("x-oss-date"), req.headers.get("date")) if d):
@@ -291,12 +282,7 @@ def _verify_v1_query(req: SignedRequest, query: dict, credentials, now: float) -
     access_key, expires, provided = query.get("OSSAccessKeyId"), query.get("Expires"), query.get("Signature")
     if not (access_key and expires and provided):
         raise denied("AccessDenied", "Missing OSSAccessKeyId, Expires or Signature.")
-    try:
-        expiry = int(expires)
-    except ValueError:
-        raise denied("AccessDenied", "Invalid Expires.") from None
-    if now > expiry:
-        raise denied("AccessDenied", "Request has expired.", Expires=expires)
+    _check_expiry(expires, now)
     secret = _secret(credentials, access_key)
     string = v1_string_to_sign(req, expires)
     if not constant_time_equal(v1_signature(secret, string), provided):
@@ -304,8 +290,18 @@ def _verify_v1_query(req: SignedRequest, query: dict, credentials, now: float) -
     return access_key
 
 
-def _date_checked(req: SignedRequest, now: float) -> str:
-    date = req.headers.get("date")
+def _check_expiry(expires: str, now: float) -> None:
+    """The Expires of a presigned URL (V1 and V2): a number of seconds since the epoch, not past."""
+    try:
+        expiry = int(expires)
+    except ValueError:
+        raise denied("AccessDenied", "Invalid Expires.") from None
+    if now > expiry:
+        raise denied("AccessDenied", "Request has expired.", Expires=expires)
+
+
+def _checked_date(date: str | None, now: float) -> str:
+    """The signed Date of a header signature (V1 and V2), present, parseable and within the skew."""
     if not date:
         raise denied("AccessDenied", "Missing Date Header.")
     try:
@@ -327,7 +323,7 @@ def _verify_v2_header(req: SignedRequest, value: str, credentials, now: float) -
     access_key, provided = fields.get("AccessKeyId"), fields.get("Signature")
     if not access_key or not provided:
         raise OssError("InvalidArgument", "Authorization header is invalid.")
-    date = _date_checked(req, now)
+    date = _checked_date(req.headers.get("date"), now)
     secret = _secret(credentials, access_key)
     additional = [h.strip().lower() for h in fields.get("AdditionalHeaders", "").split(";") if h.strip()]
     string = v2_string_to_sign(req, date, additional)
@@ -341,12 +337,7 @@ def _verify_v2_query(req: SignedRequest, query: dict, credentials, now: float) -
     provided = query.get("x-oss-signature")
     if not (access_key and expires and provided):
         raise denied("AccessDenied", "Missing x-oss-access-key-id, x-oss-expires or x-oss-signature.")
-    try:
-        expiry = int(expires)
-    except ValueError:
-        raise denied("AccessDenied", "Invalid Expires.") from None
-    if now > expiry:
-        raise denied("AccessDenied", "Request has expired.", Expires=expires)
+    _check_expiry(expires, now)
     secret = _secret(credentials, access_key)
     additional = [h.strip().lower() for h in query.get("x-oss-additional-headers", "").split(";") if h.strip()]
     string = v2_string_to_sign(req, expires, additional)

@@ -25,10 +25,12 @@ class Origin:
     """path -> (body, ETag): answers GET, and If-None-Match with 304; records every request and
     counts the bodies it sent (a full GET), so "the origin was only asked to revalidate" is a number."""
 
-    def __init__(self) -> None:
+    def __init__(self, objects: dict[str, bytes] | None = None) -> None:
         self.objects: dict[str, tuple[bytes, str]] = {}
         self.lock = threading.Lock()
         self.requests: list[dict] = []
+        for path, body in (objects or {}).items():
+            self.put(path, body)
 
     def put(self, path: str, body: bytes, etag: str = '"v1"') -> None:
         self.objects[path] = (body, etag)

@@ -27,9 +27,7 @@ COOLDOWN = FAST["cache_redis_breaker_seconds"]
 
 @pytest.fixture
 def origin() -> Origin:
-    store = Origin()
-    store.put("/a.jpg", JPEG)
-    return store
+    return Origin({"/a.jpg": JPEG})
 
 
 @pytest.fixture

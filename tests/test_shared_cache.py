@@ -50,9 +50,7 @@ def redis(redis_server):
 
 @pytest.fixture
 def origin() -> Origin:
-    store = Origin()
-    store.put("/a.jpg", JPEG)
-    return store
+    return Origin({"/a.jpg": JPEG})
 
 
 @pytest.fixture
