@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import socket
+import subprocess
 import threading
 import time
 import urllib.request
@@ -214,3 +215,33 @@ def test_a_client_that_stops_reading_is_dropped(server):
         assert _get(base + "/examplebucket/example.jpg")[0] == 200
         received = len(_read_answer(sock, 10))
     assert received < 64 * 1024 * 1024
+
+
+def _bytes_read(pids) -> int:
+    """What the server's processes have read so far (rchar: every read(), from the page cache too)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+        except OSError:
+            continue
+        total += int(fields["rchar"])
+    return total
+
+
+def test_a_client_that_leaves_mid_answer_stops_the_read(server):
+    """A streamed answer (a plain GET of a large object) stops when its client disconnects: no
+    thread goes on reading the rest of the object for nobody."""
+    base, port, data_root = server
+    size = 64 * 1024 * 1024
+    (data_root / "examplebucket" / "leave.bin").write_bytes(b"\0" * size)
+    pids = {int(p) for p in
+            subprocess.run(["pgrep", "-f", f"127.0.0.1:{port}"], capture_output=True, text=True).stdout.split()}
+    assert pids
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"GET /examplebucket/leave.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")   # the answer has begun
+        before = _bytes_read(pids)
+    time.sleep(2.0)                                      # the server notices the closed connection
+    assert _bytes_read(pids) - before < size // 2
+    assert _get(base + "/examplebucket/example.jpg")[0] == 200

@@ -141,11 +141,8 @@ class BufferedWSGI:
             await self._write(send, {"type": "http.response.body", "body": call.first,
                                      "more_body": not call.done})
             exchange.bytes_out += len(call.first)
-            while not call.done:
-                block = await loop.run_in_executor(self.executor, call.next_block)
-                await self._write(send, {"type": "http.response.body", "body": block,
-                                         "more_body": not call.done})
-                exchange.bytes_out += len(block)
+            if not call.done:
+                await self._stream(call, receive, send, exchange)
         except (TimeoutError, ConnectionError):
             # The client stopped reading (client_send_timeout) or left: gunicorn closes the connection.
             pass
@@ -154,6 +151,21 @@ class BufferedWSGI:
             if call.closable:
                 loop.run_in_executor(self.executor, call.close)
             self._finish(exchange, arrived, started)
+
+    async def _stream(self, call: "_Call", receive, send, exchange: "_Exchange") -> None:
+        """The rest of a streamed answer, block by block, until it ends or the client leaves:
+        gunicorn drops writes to a closed connection without a word, so without watching for the
+        disconnect a thread would read the rest of a large object for nobody."""
+        loop = asyncio.get_running_loop()
+        gone = asyncio.ensure_future(_disconnect(receive))
+        try:
+            while not call.done and not gone.done():
+                block = await loop.run_in_executor(self.executor, call.next_block)
+                await self._write(send, {"type": "http.response.body", "body": block,
+                                         "more_body": not call.done})
+                exchange.bytes_out += len(block)
+        finally:
+            gone.cancel()
 
     def _finish(self, exchange: "_Exchange", arrived: float, started: float) -> None:
         try:
@@ -253,6 +265,13 @@ class _Exchange:
         self.headers: list = []
         self.bytes_in = 0
         self.bytes_out = 0
+
+
+async def _disconnect(receive) -> None:
+    """Until the client disconnects. Once the body is read, ASGI's receive() gives at most one
+    last empty body message, then waits for the disconnect."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 class OutsideMount(Exception):
