@@ -33,8 +33,8 @@ ACCESS_LOG_FORMATS = ("json", "text")
 class Config:
     # --- source limits, checked on the header before any pixel is decoded (spec §2) ---
     max_source_bytes: int = 20 * MB            # OSS: source object <= 20 MB
-    max_source_side: int = 30_000              # OSS: each side <= 30,000 px (EC 0040-00000009)
-    max_source_pixels: int = 250_000_000       # OSS: W x H x frames <= 250,000,000 (EC 0040-00000009)
+    max_source_side: int = 30_000              # OSS: each side <= 30,000 px (ECs: process/limits.py)
+    max_source_pixels: int = 250_000_000       # OSS: W x H x frames <= 250,000,000 (process/limits.py)
     max_rotate_side: int = 4096                # OSS: rotate / auto-orient source sides <= 4096 px
     max_frames: int = 1000                     # ours: frames of an animation (OSS counts them in pixels)
     # --- output limits (spec §2, §5.1) ---

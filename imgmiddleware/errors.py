@@ -112,13 +112,15 @@ def invalid_argument(key: str, value: str, ec: str | None) -> OssError:
     return OssError("InvalidArgument", invalid_value_message(key, value), ec)
 
 
-def unsupported_source(detail: str = "The image format is not supported.") -> OssError:
-    return OssError("BadRequest", detail, "0040-00000005")
+def unsupported_source(detail: str = "The image format is not supported.",
+                       ec: str = "0040-00000005") -> OssError:
+    return OssError("BadRequest", detail, ec)
 
 
-def source_too_large(detail: str) -> OssError:
-    # OSS's FAQ names this MemLimitExceeded; its EC page (0040-00000009) covers size and pixels.
-    return OssError("ImageTooLarge", detail, "0040-00000009")
+def image_too_large(detail: str, ec: str = "0040-00000009") -> OssError:
+    # OSS's FAQ names this MemLimitExceeded; which EC depends on the limit and the pipeline
+    # (process/limits.py, from OSS's EC pages).
+    return OssError("ImageTooLarge", detail, ec)
 
 
 # A plain GET of a missing object is NoSuchKey with this EC; the same 404 to a processed GET carries

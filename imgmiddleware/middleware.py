@@ -378,7 +378,7 @@ class Request:
         started = time.perf_counter()
         body = fetched.read(self.config.max_source_bytes)
         read = time.perf_counter()
-        info = inspect(body, self.config)               # header only: limits, and how big the work is
+        info = inspect(body, self.config, self.pipeline.resizes)   # header only: limits, work size
         admitted = []
 
         @contextmanager

@@ -18,7 +18,7 @@ from urllib.parse import unquote
 
 from werkzeug.datastructures import Headers
 
-from .errors import OssError, source_too_large
+from .errors import OssError, image_too_large
 
 PROCESS_PARAM = "x-oss-process"
 _STRIPPED = (
@@ -172,7 +172,7 @@ def _remaining(filelike) -> int | None:
 
 
 def _too_large(limit: int):
-    return source_too_large(f"The image is larger than {limit} bytes.")
+    return image_too_large(f"The image is larger than {limit} bytes.")
 
 
 def source_environ(environ: dict) -> dict:

@@ -11,10 +11,12 @@ where the spec or a real answer does, the table asserts it.
 
 from __future__ import annotations
 
+import io
 import xml.etree.ElementTree as ET
 from typing import NamedTuple
 
 import pytest
+from PIL import Image
 
 from imgmiddleware import Config, ImageMiddleware
 from imgmiddleware.errors import OssError
@@ -29,6 +31,8 @@ from .conftest import FIXTURES, closed, fixture_bytes, get, make_client, size_of
 # test_watermark.py), 031 (source protection) and 0040-00000601 (style read), plus 0017-00000288.
 IN_SCOPE_ECS = {
     "0040-00000005", "0040-00000006", "0040-00000007", "0040-00000009",
+    "0040-00000010", "0040-00000011", "0040-00000012", "0040-00000013", "0040-00000014",
+    "0040-00000017", "0040-00000018", "0040-00000019", "0040-00000020", "0040-00000021",
     "0040-00000203", "0040-00000206", "0040-00000207", "0040-00000214", "0040-00000215",
     "0040-00000245", "0040-00000246", "0040-00000269", "0040-00000279", "0040-00000212", "0040-00000213", "0040-00000216", "0040-00000217",
     "0040-00000224", "0040-00000225", "0040-00000226", "0040-00000229", "0040-00000230",
@@ -205,10 +209,38 @@ CASES = {
     "source-empty": Case("image/resize,w_100", 400, BR, "0040-00000005", key="empty.jpg"),
     "source-bytes": Case("image/resize,w_100", 400, "ImageTooLarge", "0040-00000009",
                          overrides={"max_source_bytes": 20_000}),
+    # Sizes (process/limits.py, from OSS's EC pages): with a resize, 009 (its page's example) ...
     "source-side": Case("image/resize,w_100", 400, "ImageTooLarge", "0040-00000009",
                         overrides={"max_source_side": 399}),
-    "source-pixels": Case("image/info", 400, "ImageTooLarge", "0040-00000009",
+    "source-pixels-resize": Case("image/resize,w_100", 400, "ImageTooLarge", "0040-00000009",
+                                 overrides={"max_source_pixels": 400 * 267 - 1}),
+    # ... without one, the decoder's: 012 for pixels, a side by format (JPEG 019, BMP 017, HEIC 013,
+    # others 012) ...
+    "source-pixels": Case("image/info", 400, "ImageTooLarge", "0040-00000012",
                           overrides={"max_source_pixels": 400 * 267 - 1}),
+    "source-pixels-format": Case("image/format,png", 400, "ImageTooLarge", "0040-00000012",
+                                 overrides={"max_source_pixels": 400 * 267 - 1}),
+    "source-side-jpeg": Case("image/format,png", 400, "ImageTooLarge", "0040-00000019",
+                             overrides={"max_source_side": 399}),
+    "source-side-bmp": Case("image/rotate,90", 400, "ImageTooLarge", "0040-00000017",
+                            key="example.bmp", overrides={"max_source_side": 399}),
+    "source-side-heic": Case("image/format,jpg", 400, "ImageTooLarge", "0040-00000013",
+                             key="example.heic", overrides={"max_source_side": 399}),
+    "source-side-png": Case("image/format,jpg", 400, "ImageTooLarge", "0040-00000012",
+                            key="example.png", overrides={"max_source_side": 399}),
+    # ... and decoders with their own, lower side limit, with a resize or not: TIFF 16,384, AVIF 10,000.
+    "tiff-side": Case("image/resize,w_100", 400, "ImageTooLarge", "0040-00000018", key="wide.tif"),
+    "avif-side": Case("image/format,jpg", 400, "ImageTooLarge", "0040-00000014", key="wide.avif"),
+    # Outputs an encoder cannot write: WebP over 16,383 px a side, AVIF over 4,096 x 2,304.
+    "webp-output-side": Case("image/format,webp", 400, "ImageTooLarge", "0040-00000011",
+                             key="wide.png"),
+    "avif-output-size": Case("image/resize,w_4096,limit_0/format,avif", 400, "ImageTooLarge", "0040-00000014"),
+    "avif-output-portrait": Case("image/rotate,90/resize,h_4097,limit_0/format,avif", 400, "ImageTooLarge",
+                                 "0040-00000014"),
+    # A damaged WebP, HEIC or AVIF: the format's own decode EC.
+    "source-damaged-webp": Case("image/resize,w_100", 400, BR, "0040-00000010", key="damaged.webp"),
+    "source-damaged-heic": Case("image/resize,w_100", 400, BR, "0040-00000020", key="damaged.heic"),
+    "source-damaged-avif": Case("image/format,jpg", 400, BR, "0040-00000021", key="damaged.avif"),
 }
 
 
@@ -223,6 +255,17 @@ def bucket(tmp_path_factory):
     (root / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     (root / "header-only.jpg").write_bytes(jpeg[:1000])      # headers parse, no scan data
     (root / "empty.jpg").write_bytes(b"")
+    photo = Image.open(io.BytesIO(jpeg))
+    for name, fmt in (("example.png", "PNG"), ("example.bmp", "BMP"), ("example.heic", "HEIF"),
+                      ("damaged.webp", "WEBP"), ("damaged.heic", "HEIF"), ("damaged.avif", "AVIF")):
+        out = io.BytesIO()
+        photo.save(out, fmt)
+        body = out.getvalue()
+        (root / name).write_bytes(body[: len(body) // 2] if name.startswith("damaged") else body)
+    strip = Image.new("L", (16_385, 2), 128)                # one pixel over TIFF's and WebP's sides
+    strip.save(root / "wide.tif", "TIFF")
+    strip.save(root / "wide.png", "PNG")
+    Image.new("RGB", (10_001, 2), (90, 120, 150)).save(root / "wide.avif", "AVIF")
     return root
 
 
@@ -414,3 +457,29 @@ def test_corrupt_sources_never_answer_500(bucket):
             assert response.status_code == 400, (key, process, response.status_code)
             assert xml_fields(response)["Code"] == "BadRequest"
             assert response.headers["x-oss-ec"] == "0040-00000005"
+
+
+@pytest.mark.parametrize("key, process, size", [
+    ("example.jpg", "image/resize,m_fixed,w_4096,h_2304,limit_0/format,avif", (4096, 2304)),
+    ("example.jpg", "image/resize,m_fixed,w_2304,h_4096,limit_0/format,avif", (2304, 4096)),
+    ("wide.png", "image/crop,w_16383,h_2/format,webp", (16383, 2)),
+])
+def test_encoder_limits_let_the_largest_output_through(bucket, key, process, size):
+    """The output limits are the encoders' own bounds, inclusive: at the bound the image comes out."""
+    response = get(make_client(bucket), key, process)
+    assert response.status_code == 200, response.data
+    assert size_of(response.data) == size
+
+
+@pytest.mark.filterwarnings("ignore:Content-Length and the number of bytes sent")
+@pytest.mark.parametrize("key, process, ec", [
+    ("example.jpg", "image/info", "0040-00000012"),
+    ("example.jpg", "image/resize,w_100", "0040-00000009"),
+    ("example.jpg", "image/resize,w_100/format,png", "0040-00000009"),
+    ("wide.tif", "image/info", "0040-00000018"),
+])
+def test_which_size_ec_depends_on_the_pipeline_not_the_order(bucket, key, process, ec):
+    """A resize anywhere in the pipeline gives a source over the limits the resize EC (009); a
+    decoder's own lower limit (TIFF, AVIF) gives its EC even to image/info."""
+    client = make_client(bucket, max_source_pixels=400 * 267 - 1)
+    assert_oss_error(get(client, key, process), 400, "ImageTooLarge", ec, None)

@@ -97,8 +97,10 @@ def test_truncated_and_garbled_headers_are_bad_request(client, name):
     with pytest.raises(ProbeError):
         probe(data)
     key = next(key for key in odd_files() if key.startswith(name + "."))
+    # A damaged WebP has OSS's WebP decode EC (its page: "the source WebP is damaged").
+    expected = (400, "BadRequest", "0040-00000010") if name.startswith("webp-") else BAD_REQUEST
     for process in ("image/resize,w_100", "image/info"):
-        assert error_of(get(client, key, process)) == BAD_REQUEST, process
+        assert error_of(get(client, key, process)) == expected, process
 
 
 # What Pillow's plugins raise on bad bytes (and MemoryError, which is not about the bytes).

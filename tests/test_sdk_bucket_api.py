@@ -128,6 +128,31 @@ def test_oss2_v4_of_another_region_is_refused(server):
     assert status == 400 and error_code(body) == "InvalidArgument"
 
 
+def encoded(img: np.ndarray, ext: str) -> bytes:
+    ok, data = cv2.imencode(ext, img)
+    assert ok
+    return data.tobytes()
+
+
+def test_oss2_sees_the_size_and_damage_ecs_of_oss_pages(server):
+    """Issue 18's source and output limits, as an oss2 V4 client meets them (process/limits.py)."""
+    bucket = bucket_for(server, "v4")
+    strip = np.full((2, 16_385), 128, np.uint8)
+    photo = encoded(cv2.imread(str(EXAMPLE)), ".webp")
+    bucket.put_object("limits/wide.tif", encoded(strip, ".tif"))
+    bucket.put_object("limits/wide.png", encoded(strip, ".png"))
+    bucket.put_object("limits/damaged.webp", photo[: len(photo) // 2])
+    cases = [("limits/wide.tif", "image/resize,w_100", "0040-00000018"),     # TIFF's decoder side
+             ("limits/wide.png", "image/format,webp", "0040-00000011"),      # WebP's encoder side
+             ("limits/damaged.webp", "image/resize,w_100", "0040-00000010")]  # a damaged WebP
+    for key, process, ec in cases:
+        with pytest.raises(oss2.exceptions.ServerError) as refused:
+            bucket.get_object(key, process=process)
+        assert (refused.value.status, refused.value.ec) == (400, ec), key
+    assert image(bucket.get_object("limits/wide.png", process="image/format,jpg").read()).size == (
+        16_385, 2)
+
+
 @pytest.mark.parametrize("version", ["v1", "v2", "v4"])
 def test_oss2_styles_range_and_presigned_put(server, version):
     bucket = bucket_for(server, version)

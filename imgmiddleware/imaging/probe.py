@@ -48,7 +48,12 @@ ORIENTATION_TAG = 0x0112
 
 
 class ProbeError(Exception):
-    """The bytes are not an image we can read; ``reason`` says why in words for the client."""
+    """The bytes are not an image we can read; ``reason`` says why in words for the client.
+    ``container`` is the format the bytes announce (sniff_container) when they are a damaged one."""
+
+    def __init__(self, message: str, container: str | None = None) -> None:
+        super().__init__(message)
+        self.container = container
 
 
 class TooManyPixels(ProbeError):
@@ -84,6 +89,9 @@ def reading(data: bytes | memoryview = b""):
     except PILLOW_ERRORS as exc:
         if not heif.AVAILABLE and sniff_heif(bytes(data[:16])):
             raise ProbeError(f"HEIC/HEIF sources need {heif.EXTRA_HINT}.") from None
+        container = sniff_container(bytes(data[:16]))
+        if container is not None:
+            raise ProbeError(f"The {container.upper()} image is corrupt.", container) from exc
         if isinstance(exc, (UnidentifiedImageError, NotImplementedError)):
             raise ProbeError("The image format is not supported.") from exc
         raise ProbeError("The image is corrupt or its format is not supported.") from exc
@@ -95,7 +103,7 @@ def reading(data: bytes | memoryview = b""):
 # the message. It cannot be set per call (Image.open takes no limit) and other threads -- ours and
 # the host application's -- read it at any time, so it is never lowered and never switched off here:
 # each probe only raises it, under a lock, to at least the caller's pixel limit. In effect it is set
-# once to the largest configured limit. Our own check (process/engine.check_source_limits, on the
+# once to the largest configured limit. Our own check (process/limits.check_source, on the
 # header, before any decode) stays the real limit; Pillow's guard then only fires on headers far
 # above it (more than twice the limit), which are refused as too large with the size Pillow read.
 # A host that set MAX_IMAGE_PIXELS = None (no guard) keeps it so.
@@ -158,6 +166,19 @@ class Probe:
 def sniff_heif(data: bytes) -> bool:
     """ISO-BMFF 'ftyp' box naming a HEIF brand: tells a HEIC upload from garbage without a decoder."""
     return data[4:8] == b"ftyp" and data[8:12] in (b"heic", b"heix", b"hevc", b"hevx", b"mif1", b"msf1")
+
+
+def sniff_container(head: bytes) -> str | None:
+    """The format a RIFF or ISO-BMFF header announces (webp, avif, heic), whether or not the rest
+    parses: OSS answers a damaged one of these with the format's own EC (process/engine.CORRUPT_EC)."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[4:8] == b"ftyp":
+        if head[8:12] in (b"avif", b"avis"):
+            return "avif"
+        if sniff_heif(head) and heif.AVAILABLE:
+            return "heic"
+    return None
 
 
 def probe(data: bytes | memoryview, max_pixels: int | None = None) -> Probe:

@@ -40,6 +40,7 @@ OTHER_PEAK = 6.0
 class Estimate:
     ms: float            # reference milliseconds of one core for the whole request
     peak_bytes: int      # the most pixel memory it holds at once
+    output_size: tuple[int, int] = (0, 0)   # (width, height) the steps hand to the encoder
 
 
 def _bytes(size: tuple[int, int], channels: int, depth: int) -> int:
@@ -68,7 +69,7 @@ def estimate(plan: Plan, info: Probe) -> Estimate:
     if plan.report is None:
         ms += ENCODE_MS.get(plan.output.format, OTHER_MS) * megapixels(size) * frames
         peak = max(peak, 2 * held)          # the pixels and an encoded copy as large, at worst
-    return Estimate(ms, peak)
+    return Estimate(ms, peak, size)
 
 
 def check(plan: Plan, info: Probe, config) -> Estimate:

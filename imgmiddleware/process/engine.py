@@ -9,13 +9,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import OssError, rotation_range_exceeded, source_too_large, unsupported_source
+from ..errors import OssError, rotation_range_exceeded, unsupported_source
 from ..imaging.decode import DecodeError, decode_animation, decode_source
 from ..imaging.encode import MIME, EncodeError, encode, encode_animation
 from ..imaging.orientation import apply_orientation
 from ..imaging.pixels import grey_if_neutral
 from ..imaging.probe import Probe, ProbeError, TooManyPixels, probe
-from . import budget
+from . import budget, limits
 from .parser import Pipeline
 from .plan import Plan, make_plan
 
@@ -29,43 +29,36 @@ class Result:
     encode_seconds: float = 0.0
 
 
-def check_source_limits(info: Probe, size: int, config) -> None:
-    """Spec §2, on the header alone: bytes, sides, pixels (frames counted). Each message names the
-    source's own figure and the limit it is over."""
-    if size > config.max_source_bytes:
-        raise source_too_large(f"The image is {size} bytes, larger than the limit of "
-                               f"{config.max_source_bytes} bytes.")
-    if info.frames > config.max_frames:
-        raise source_too_large(f"The image has {info.frames} frames, more than the limit of "
-                               f"{config.max_frames}.")
-    if max(info.width, info.height) > config.max_source_side:
-        raise source_too_large(f"The image is {info.width} x {info.height} pixels: a side is larger "
-                               f"than the limit of {config.max_source_side} pixels.")
-    if info.pixels > config.max_source_pixels:
-        frames = f" x {info.frames} frames" if info.frames > 1 else ""    # OSS counts frames
-        raise source_too_large(f"The image has {info.pixels} pixels ({info.width} x {info.height}"
-                               f"{frames}), more than the limit of {config.max_source_pixels}.")
+# A source whose decoder fails on its bytes: the format's own EC page where OSS has one (a WebP,
+# HEIC or AVIF "decode exception: the source is damaged"), the unsupported-format page otherwise.
+CORRUPT_EC = {"webp": "0040-00000010", "heic": "0040-00000020", "avif": "0040-00000021"}
 
 
-def source_error(exc: Exception, config) -> OssError:
-    """The one mapping from a source we cannot read to OSS's answer (docs/COMPATIBILITY.md 9, 10):
-    too many pixels for Pillow's bomb guard -> ImageTooLarge (EC 0040-00000009); unsupported or
-    corrupt, at the probe (ProbeError) or at the decoder (DecodeError, cv2.error included) ->
-    400 BadRequest (EC 0040-00000005). imaging/probe.py says which library exceptions are which."""
+def source_error(exc: Exception, config, info: Probe | None = None, resizes: bool = False) -> OssError:
+    """The one mapping from a source we cannot read to OSS's answer (docs/COMPATIBILITY.md 9, 10,
+    184): too many pixels for Pillow's bomb guard -> ImageTooLarge (process/limits.py's EC);
+    unsupported or corrupt, at the probe (ProbeError) or at the decoder (DecodeError, cv2.error
+    included) -> 400 BadRequest, with the format's own EC for a damaged WebP, HEIC or AVIF and
+    0040-00000005 otherwise. imaging/probe.py says which library exceptions are which."""
     if isinstance(exc, TooManyPixels):
-        found = f"The image has {exc.pixels} pixels" if exc.pixels else "The image has too many pixels"
-        return source_too_large(f"{found}, more than the limit of {config.max_source_pixels}.")
+        return limits.too_many_pixels(exc.pixels, None, config, resizes)
     if isinstance(exc, DecodeError):
-        return unsupported_source("The image is corrupt or cannot be decoded.")
-    return unsupported_source(str(exc) or "The image format is not supported.")
+        fmt = info.format if info is not None else ""
+        return unsupported_source("The image is corrupt or cannot be decoded.",
+                                  CORRUPT_EC.get(fmt, "0040-00000005"))
+    container = getattr(exc, "container", None) or ""
+    return unsupported_source(str(exc) or "The image format is not supported.",
+                              CORRUPT_EC.get(container, "0040-00000005"))
 
 
-def inspect(data: bytes | memoryview, config) -> Probe:
+def inspect(data: bytes | memoryview, config, resizes: bool = False) -> Probe:
+    """The source's header, or the refusal of a source we cannot read or is over a limit; the EC of
+    a limit depends on whether the pipeline ``resizes`` (process/limits.py)."""
     try:
         info = probe(data, config.max_source_pixels)
     except ProbeError as exc:
-        raise source_error(exc, config) from None
-    check_source_limits(info, len(data), config)
+        raise source_error(exc, config, resizes=resizes) from None
+    limits.check_source(info, len(data), config, resizes)
     return info
 
 
@@ -74,7 +67,7 @@ def load_image(data: bytes | memoryview, config, formats: frozenset, orient: boo
     try:
         info = inspect(data, config)
     except OssError as err:
-        if err.ec != "0040-00000005":
+        if err.code != "BadRequest":     # unreadable, damaged or not supported: the watermark's EC
             raise
         info = None
     if info is None or info.format not in formats:
@@ -83,7 +76,7 @@ def load_image(data: bytes | memoryview, config, formats: frozenset, orient: boo
     try:
         img = decode_source(data, info)
     except TooManyPixels as exc:
-        raise source_error(exc, config) from None
+        raise source_error(exc, config, info) from None
     except DecodeError:
         raise OssError("WatermarkError", "The watermark image cannot be decoded.",
                        "0040-00000027") from None
@@ -97,7 +90,7 @@ def run(pipeline: Pipeline, data: bytes | memoryview, config, load_object=None,
     the result of :func:`inspect` when the caller has it already. The plan's cost is checked against
     the budgets before any work; ``admit(estimate)`` is a context manager that holds the caller's
     transform slot for it (throttle.py), and the work inside has a deadline."""
-    info = info or inspect(data, config)
+    info = info or inspect(data, config, pipeline.resizes)
     plan = make_plan(pipeline, info, len(data), config, auto_formats)
     plan.context.load_object = load_object
     if plan.report is not None and not plan.report.spec.needs_pixels:
@@ -105,6 +98,8 @@ def run(pipeline: Pipeline, data: bytes | memoryview, config, load_object=None,
     if plan.auto_orient and info.rotates and max(info.width, info.height) >= config.max_rotate_side:
         raise rotation_range_exceeded()
     cost = budget.check(plan, info, config)
+    if plan.report is None:
+        limits.check_output(plan.output.format, cost.output_size)
     with admit(cost) if admit is not None else nullcontext():
         plan.context.deadline = budget.Deadline(config.transform_deadline_seconds,
                                                 config.retry_after_seconds)
@@ -119,7 +114,7 @@ def _work(plan: Plan, data, info: Probe) -> Result:
     try:
         img = decode_source(data, info, plan.reduce, plan.keep_depth)
     except (DecodeError, TooManyPixels) as exc:
-        raise source_error(exc, plan.context.config) from None
+        raise source_error(exc, plan.context.config, info, plan.resizes) from None
     decoded = time.perf_counter()
     if plan.auto_orient:
         img = apply_orientation(img, info.orientation)
@@ -145,7 +140,7 @@ def _run_animation(data, plan: Plan) -> Result:
     try:
         animation = decode_animation(data)
     except (DecodeError, TooManyPixels) as exc:
-        raise source_error(exc, plan.context.config) from None
+        raise source_error(exc, plan.context.config, plan.context.probe, plan.resizes) from None
     decoded = time.perf_counter()
     frames = []
     for frame in animation.frames:

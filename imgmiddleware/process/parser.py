@@ -32,6 +32,11 @@ class Pipeline:
     def names(self) -> list[str]:
         return [step.name for step in self.steps]
 
+    @property
+    def resizes(self) -> bool:
+        """Whether a source over the size limits gets the resize EC (process/limits.py)."""
+        return "resize" in self.names()
+
 
 @dataclass(frozen=True)
 class SaveAs:

@@ -33,6 +33,7 @@ class Plan:
     grey: bool                 # a grey source is written grey if it still is
     size: tuple[int, int]      # full-resolution (width, height) the first pixel step starts from
     context: RunContext
+    resizes: bool = False      # the pipeline resizes: which EC a source too large gets (limits.py)
 
 
 def output_options(pipeline: Pipeline, probe: Probe, config, auto_formats: tuple = ()
@@ -131,7 +132,8 @@ def make_plan(pipeline: Pipeline, probe: Probe, source_bytes: int, config, auto_
                   and not needs_conversion(probe.icc_profile)   # LittleCMS here works on 8 bits
                   and all(step.spec.handles_16bit(step.args) for step in steps))
     grey = probe.is_grey and output.format in GREY
-    return Plan(auto_orient, output, steps, report, reduce, animate, keep_depth, grey, size, context)
+    return Plan(auto_orient, output, steps, report, reduce, animate, keep_depth, grey, size, context,
+                pipeline.resizes)
 
 
 def shrink_factor(probe: Probe, size: tuple[int, int], steps: list[Step], ctx: RunContext,
