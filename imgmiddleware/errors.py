@@ -22,6 +22,7 @@ STATUS_BY_CODE = {
     "ImageTooLarge": 400,
     "MemLimitExceeded": 400,
     "WatermarkError": 400,
+    "TooManyPipe": 400,
     "AccessDenied": 403,
     "SignatureDoesNotMatch": 403,
     "NoSuchKey": 404,

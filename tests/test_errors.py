@@ -33,6 +33,7 @@ IN_SCOPE_ECS = {
     "0040-00000005", "0040-00000006", "0040-00000007", "0040-00000009",
     "0040-00000010", "0040-00000011", "0040-00000012", "0040-00000013", "0040-00000014",
     "0040-00000017", "0040-00000018", "0040-00000019", "0040-00000020", "0040-00000021",
+    "0040-00000026", "0040-00000209", "0040-00000211", "0040-00000258", "0040-00000259",
     "0040-00000203", "0040-00000206", "0040-00000207", "0040-00000214", "0040-00000215",
     "0040-00000245", "0040-00000246", "0040-00000269", "0040-00000279", "0040-00000212", "0040-00000213", "0040-00000216", "0040-00000217",
     "0040-00000224", "0040-00000225", "0040-00000226", "0040-00000229", "0040-00000230",
@@ -189,6 +190,18 @@ CASES = {
     "auto-orient-over-limit": Case("image/resize,w_100", 400, BR, "0040-00000006",
                                    "Picture exceed the maximum allowable rotation range.",
                                    key="f.jpg", overrides={"max_rotate_side": 300}),
+
+    # --- ECs from OSS's pages found late in issue 18 (decision 185) ---
+    "crop-gravity": Case("image/crop,w_100,h_100,g_fac", 400, IA, "0040-00000209", invalid("fac", "g")),
+    "too-many-pipes": Case("|".join(f"image/resize,w_{w}" for w in (100, 90, 80, 70, 60, 50))
+                           + "|image/format,webp", 400, "TooManyPipe", "0040-00000211"),
+    "watermark-text-no-value": Case("image/watermark,text", 400, MA, "0040-00000258"),
+    "watermark-text-empty": Case("image/watermark,text_", 400, MA, "0040-00000258"),
+    "watermark-text-too-long": Case("image/watermark,text_" + "YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY3ODkw"
+                                    * 6 + "Cg", 400, IA, "0040-00000259"),
+    "watermark-four-images": Case("image/" + "/".join(
+        f"watermark,image_{key}" for key in ("cDEucG5n", "cDIucG5n", "cDMucG5n", "cDQucG5n")),
+        400, "WatermarkError", "0040-00000026"),
 
     # --- the language: 212 / 213 / 0017-00000288, styles, saveas ---
     "image-slashes": Case("image//", 400, IA, "0040-00000212"),

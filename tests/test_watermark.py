@@ -640,7 +640,8 @@ def test_at_most_three_distinct_image_marks(bucket):
     three = "/".join(f"watermark,{image_param(k)},g_nw,x_{i * 40},y_0" for i, k in enumerate(marks[:3]))
     ok(get(client, "grey.png", "image/" + three))
     err = oss_error(get(client, "grey.png", f"image/{three}/watermark,{image_param(marks[3])}"))
-    assert (err["status"], err["Code"]) == (400, "WatermarkError")
+    assert (err["status"], err["Code"], err["EC"]) == (400, "WatermarkError", "0040-00000026")
+    assert "/yellow.png" not in recorder.paths and "/red.png" in recorder.paths   # refused unread
     # The same key four times is one image.
     four = "/".join(f"watermark,{image_param('red.png')},g_nw,x_{i * 40},y_0" for i in range(4))
     assert red_pixels(render(client, "grey.png", "image/" + four)).sum() == 4 * MW * MH
@@ -668,8 +669,10 @@ BAD = {
     "256-size-0": (f"image/watermark,text_{b64('hi')},size_0", IA, "0040-00000256"),
     "256-size-1001": (f"image/watermark,text_{b64('hi')},size_1001", IA, "0040-00000256"),
     "257-text-not-base64": ("image/watermark,text_***", BR, "0040-00000257"),
-    "257-text-65-bytes": (f"image/watermark,text_{b64('a' * 65)}", IA, "0040-00000257"),   # decodable,
-    "257-text-22-chinese": (f"image/watermark,text_{b64('图' * 22)}", IA, "0040-00000257"),  # too long
+    # Decodable but too long: OSS's page 259 (over 64 characters; 21 Chinese characters is the most).
+    "259-text-65-bytes": (f"image/watermark,text_{b64('a' * 65)}", IA, "0040-00000259"),
+    "259-text-22-chinese": (f"image/watermark,text_{b64('图' * 22)}", IA, "0040-00000259"),
+    "258-text-no-value": ("image/watermark,text", MA, "0040-00000258"),
     "260-g": (f"image/watermark,text_{b64('hi')},g_middle", IA, "0040-00000260"),
     "260-g-case": (f"image/watermark,text_{b64('hi')},g_SE", IA, "0040-00000260"),
     "262-x-4097": (f"image/watermark,text_{b64('hi')},x_4097", IA, "0040-00000262"),
@@ -717,8 +720,8 @@ def test_watermark_errors(bucket, case):
 
 def test_ec_table_is_fully_covered():
     """Every watermark EC of spec §7 has at least one case above."""
-    ecs = {"025", "027", "250", "251", "254", "255", "256", "257", "260", "262", "263", "264", "265",
-           "268", "270", "271", "272", "274", "276", "277", "278", "373"}
+    ecs = {"025", "027", "250", "251", "254", "255", "256", "257", "258", "259", "260", "262", "263",
+           "264", "265", "268", "270", "271", "272", "274", "276", "277", "278", "373"}
     assert {ec[-3:] for _, _, ec in BAD.values()} == ecs
 
 

@@ -129,9 +129,13 @@ class Param:
     default: Any = None          # None: absent unless given
     doc: str = ""
     code: str = "InvalidArgument"  # OSS Code of the error (BadRequest for base64 values, spec §1.2)
-    # EC of a well-formed number outside the range, where OSS's EC pages give it one of its own
-    # (indexcrop: y_abc is 0040-00000224, y_0 is 0040-00000230); None: the same as ``ec``.
+    # EC of a well-formed number outside the range, or of a text over its length, where OSS's EC
+    # pages give it one of its own (indexcrop: y_abc is 0040-00000224, y_0 is 0040-00000230;
+    # watermark text: not base64 257, too long 259); None: the same as ``ec``.
     range_ec: str | None = None
+    # EC of the key given without a value (``watermark,text`` or ``text_``: 0040-00000258), where
+    # OSS has a page for it; None: a bare word is ignored and an empty value is just invalid.
+    missing_ec: str | None = None
 
     def convert(self, raw: str, name: str | None = None) -> Any:
         """``name``: what the error message calls the parameter (a positional value: its action's name)."""
@@ -139,7 +143,7 @@ class Param:
             return self.kind.convert(raw)
         except ValueError as exc:
             if self.code == "InvalidArgument" or isinstance(exc, TooLong):
-                ec = self.range_ec if isinstance(exc, OutOfRange) and self.range_ec else self.ec
+                ec = self.range_ec if isinstance(exc, (OutOfRange, TooLong)) and self.range_ec else self.ec
                 raise invalid_argument(name or self.key, raw, ec) from None
             raise OssError(self.code, "Input is not base64 decoding.", self.ec) from None
 
@@ -286,6 +290,9 @@ def bind(spec: ActionSpec, items: list[str], config) -> dict:
                 positional_raw = item
             continue
         key, sep, value = item.partition("_")
+        if not value and key in spec.param_index and spec.param_index[key].missing_ec:
+            raise OssError("MissingArgument", f"The parameter: {key} of {spec.name} has no value.",
+                           spec.param_index[key].missing_ec)
         if not sep:
             if spec.positional is not None and positional_raw is None:
                 positional_raw = item   # quality,90

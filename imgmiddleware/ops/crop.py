@@ -91,7 +91,7 @@ CROP = ActionSpec(
         Param("h", IntRange(0, BIG), "0040-00000226", doc="height; 0 or absent: to the edge"),
         Param("x", IntRange(0, BIG), "0040-00000227", default=0, doc="offset right of the anchor"),
         Param("y", IntRange(0, BIG), "0040-00000228", default=0, doc="offset down from the anchor"),
-        Param("g", Choice(GRAVITIES), None, default="nw", doc="nine-grid anchor"),
+        Param("g", Choice(GRAVITIES), "0040-00000209", default="nw", doc="nine-grid anchor"),
     ),
     apply=apply_crop,
     cost=crop_cost,

@@ -102,6 +102,15 @@ def watermark_source(text: str, config) -> WatermarkSource:
 
 # --- validation -------------------------------------------------------------------------------------
 
+def check_image_count(steps, config) -> None:
+    """At most ``max_watermark_images`` distinct watermark images in one process string, refused
+    with OSS's EC page for it before any object is fetched."""
+    keys = {step.args["image"].key for step in steps if step.name == "watermark" and "image" in step.args}
+    if len(keys) > config.max_watermark_images:
+        raise OssError("WatermarkError", f"At most {config.max_watermark_images} distinct watermark "
+                       f"images can be used on one image; this asks for {len(keys)}.", "0040-00000026")
+
+
 def _check(args: dict, config) -> dict:
     if "text" not in args and "image" not in args:
         # Same Code as a bare `image/watermark` (a missing value, docs/COMPATIBILITY.md decision 7)
@@ -257,6 +266,7 @@ SPEC = ActionSpec(
         Param("padx", IntRange(0, 4096), "0040-00000276", default=0, doc="horizontal gap between tiles"),
         Param("pady", IntRange(0, 4096), "0040-00000277", default=0, doc="vertical gap between tiles"),
         Param("text", Base64Text(max_bytes=64), "0040-00000257", code="BadRequest",
+              range_ec="0040-00000259", missing_ec="0040-00000258",
               doc="base64 of the UTF-8 text, <= 64 bytes"),
         Param("type", Base64Text(max_bytes=64), "0040-00000250", code="BadRequest",
               doc="base64 of the font name"),

@@ -15,6 +15,10 @@ from typing import Mapping
 from ..errors import OssError
 from ..ops import ACTIONS
 from ..ops.base import Step, parse_actions
+from ..ops.watermark import check_image_count
+
+# OSS's page for EC 0040-00000211: at most 5 pipes ('|') in one process string by default.
+MAX_PIPES = 5
 
 
 @dataclass(frozen=True)
@@ -86,8 +90,12 @@ def parse(process: str, config, styles: Mapping[str, str] | None = None) -> Pipe
     if len(process.encode("utf-8")) > config.max_process_length:
         raise OssError("InvalidArgument", "The length of x-oss-process exceeds the limit.",
                        "0017-00000288")
+    stages = process.split("|")
+    if len(stages) - 1 > MAX_PIPES:
+        raise OssError("TooManyPipe", f"A process string can have at most {MAX_PIPES} pipes ('|'); "
+                       f"this one has {len(stages) - 1}.", "0040-00000211")
     steps: list[Step] = []
-    for stage in process.split("|"):
+    for stage in stages:
         if stage.startswith("sys/"):
             raise OssError("InvalidArgument",
                            "sys/saveas is only supported by POST (persistence); a GET cannot save.")
@@ -102,6 +110,7 @@ def parse(process: str, config, styles: Mapping[str, str] | None = None) -> Pipe
             # EC a client can look up.
             raise OssError("InvalidArgument",
                            f"The value: {stage} of parameter: x-oss-process is invalid.", "0040-00000212")
+    check_image_count(steps, config)
     return Pipeline(tuple(steps))
 
 
