@@ -64,6 +64,14 @@ def on_starting(server):
         _telemetry["exporter"] = master.listen(config.metrics_bind)
 
 
+def pre_fork(server, worker):
+    """In the master, before each fork: OpenCV, NumPy, Pillow and the engine loaded once here and
+    shared copy-on-write by every worker (imgmiddleware/server/preload.py)."""
+    from imgmiddleware.server.preload import share_before_fork
+
+    share_before_fork()
+
+
 def when_ready(server):
     from imgmiddleware.telemetry import master
 

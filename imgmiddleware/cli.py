@@ -243,6 +243,7 @@ def serve(args: argparse.Namespace) -> int:
     cv_threads = config.opencv_threads or max(1, (os.cpu_count() or 1) // config.workers)
     # Operations (telemetry/master.py): metrics_bind is bound now, so a taken address fails here;
     # the instance's directory (metrics of every worker, the readiness board) before any worker.
+    from .server.preload import share_before_fork
     from .telemetry import master
 
     exporter = None
@@ -278,6 +279,8 @@ def serve(args: argparse.Namespace) -> int:
                 "threads": config.threads, "timeout": config.timeout, "graceful_timeout": 30,
                 "keepalive": config.keepalive, "max_requests": config.max_requests,
                 "max_requests_jitter": config.max_requests_jitter, "post_fork": post_fork,
+                # The workers' libraries loaded once, in the master, and shared (server/preload.py).
+                "pre_fork": lambda server, worker: share_before_fork(),
                 "when_ready": when_ready,
                 # A worker gone (exit, crash, SIGKILL): its live gauges dropped, its counts folded
                 # into the instance's archive, so they add up across restarts.

@@ -29,7 +29,9 @@ def _default(param: Param) -> str:
 def _row(action: str, label: str, param: Param) -> str:
     ec = param.ec or "—"
     if param.range_ec:
-        ec += f"; out of range: {param.range_ec}"
+        ec += f"; out of range or too long: {param.range_ec}"
+    if param.missing_ec:
+        ec += f"; no value: {param.missing_ec}"
     return (f"| `{action}` | {label} | {param.kind.describe()} | {_default(param)} | "
             f"{ec} | {param.doc} |")
 
