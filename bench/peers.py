@@ -359,10 +359,25 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-class RssSampler(threading.Thread):
+def pss_kb(pid: int) -> int:
+    """Proportional set size: each shared page divided among the processes that map it, so a tree's
+    sum counts shared libraries and copy-on-write pages once (RSS counts them in every process)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class MemorySampler(threading.Thread):
+    """Peaks of a server's tree while it is under load, every 0.1 s: the largest worker's RSS, the
+    tree's RSS and the tree's PSS."""
+
     def __init__(self, pid: int):
         super().__init__(daemon=True)
-        self.pid, self.stop_ev, self.tree, self.worker = pid, threading.Event(), 0, 0
+        self.pid, self.stop_ev, self.tree, self.worker, self.pss = pid, threading.Event(), 0, 0, 0
 
     def run(self):
         while not self.stop_ev.is_set():
@@ -371,12 +386,13 @@ class RssSampler(threading.Thread):
             self.tree = max(self.tree, sum(sizes.values()))
             workers = [v for p, v in sizes.items() if p != self.pid] or [sizes.get(self.pid, 0)]
             self.worker = max(self.worker, max(workers))
+            self.pss = max(self.pss, sum(pss_kb(p) for p in pids))
             self.stop_ev.wait(0.1)
 
     def finish(self):
         self.stop_ev.set()
         self.join()
-        return self.worker / 1024, self.tree / 1024
+        return self.worker / 1024, self.tree / 1024, self.pss / 1024
 
 
 def idle_rss(procs: dict, bases: dict, items: list[dict]) -> dict[str, float]:
@@ -390,7 +406,8 @@ def idle_rss(procs: dict, bases: dict, items: list[dict]) -> dict[str, float]:
     for name, proc in procs.items():
         fetch(bases[name] + url_for(name, first, 200))
         time.sleep(0.5)
-        sizes[name] = sum(rss_kb(p) for p in tree_pids(proc.proc.pid)) / 1024
+        pids = tree_pids(proc.proc.pid)
+        sizes[name] = (sum(rss_kb(p) for p in pids) / 1024, sum(pss_kb(p) for p in pids) / 1024)
     return sizes
 
 
@@ -454,12 +471,12 @@ def load(wrk: str, server: Proc, base: str, paths: list[str], duration: float, w
     listfile.write_text("\n".join(paths) + "\n")
     script = work / "list.lua"
     script.write_text(LIST_LUA)
-    sampler = RssSampler(server.proc.pid)
+    sampler = MemorySampler(server.proc.pid)
     sampler.start()
     r = run_wrk(wrk, base + paths[0], WRK_THREADS, CONNECTIONS, duration, script, (listfile,))
-    worker, tree = sampler.finish()
+    worker, tree, pss = sampler.finish()
     r.pop("text", None)
-    r["rss_worker"], r["rss_tree"] = worker, tree
+    r["rss_worker"], r["rss_tree"], r["pss_tree"] = worker, tree, pss
     return r
 
 
@@ -566,7 +583,8 @@ def main(argv=None) -> int:
                                                    "runs": [{"rps": res["ops"], "p50": res["p50"],
                                                              "p99": res["p99"], "errors": "-",
                                                              "rss_worker": float("nan"),
-                                                             "rss_tree": float("nan")}]}
+                                                             "rss_tree": float("nan"),
+                                                             "pss_tree": float("nan")}]}
                 results["workloads"][wl] = entry
                 print(f"  {summarise(entry)}", flush=True)
         # cached hit vs the raw object, on imgmiddleware's cached server; thumbor recomputes.
@@ -622,8 +640,9 @@ def run_extras(corpus: Path, quick: bool) -> dict[str, str]:
     """The benchmarks behind the engine's choices, run on the same machine after the loads: the
     progressive-JPEG rewrite on every progressive wallpaper, glibc malloc settings for a worker on
     the corpus, the text renderers on the font files, the shared cache tier against a remote-like
-    origin, WebP shrink-on-load, slow clients against both gunicorn workers, and what metrics and
-    the access log cost. Their tables go into the report as they print them."""
+    origin, WebP shrink-on-load, WebP encoder effort on large outputs, slow clients against both
+    gunicorn workers, and what metrics and the access log cost. Their tables go into the report as
+    they print them."""
     extras = {}
     for name, cmd in (
             ("progressive", [sys.executable, str(HERE / "progressive_bench.py"), str(CACHE)]
@@ -635,6 +654,8 @@ def run_extras(corpus: Path, quick: bool) -> dict[str, str]:
              + (["--duration", "1"] if quick else [])),
             ("shrink", [sys.executable, str(HERE / "shrink_bench.py")]
              + (["--iterations", "3"] if quick else [])),
+            ("large", [sys.executable, str(HERE / "large_output_bench.py")]
+             + (["--rounds", "1", "--grain", "0", "--no-mid", "--methods", "0,2,4"] if quick else [])),
             ("slow", [sys.executable, str(HERE / "slow_client_bench.py")] + (["--smoke"] if quick else [])),
             ("operations", [sys.executable, str(HERE / "metrics_bench.py")]
              + (["--duration", "2", "--rounds", "1"] if quick else []))):

@@ -29,16 +29,23 @@ def test_peers_harness_smoke(tmp_path):
                 "| cached hit fit 200 | imgmiddleware (cached) |", "| cached hit fit 200 | raw object |",
                 "| mixed Zipf | imgmiddleware |"):
         assert row in text, row
-    assert "| baseline JPEGs, req/s vs the OpenCV floor |" in text
+    assert "| baseline JPEGs, req/s vs the OpenCV floor (the same output bytes) |" in text
     results = json.loads((work / "peers.json").read_text())
     for name, entry in results["workloads"].items():
         for server, figures in entry["servers"].items():
             assert figures["runs"], (name, server)
             assert all(run["rps"] > 0 for run in figures["runs"]), (name, server, figures["runs"])
+            if server.startswith("imgmiddleware"):     # the tree's memory, shared pages counted once
+                assert all(0 < run["pss_tree"] < run["rss_tree"] for run in figures["runs"]), figures
             if "ssim" in figures:     # thumbnails of smooth gradients: close to the reference
                 assert 0.9 < figures["ssim"] <= 1.0, (name, server, figures["ssim"])
     assert any("ssim" in figures for entry in results["workloads"].values()
                for figures in entry["servers"].values())
+    # The floor makes the same bytes as imgmiddleware, so the floor share compares the same work.
+    for name, entry in results["workloads"].items():
+        if entry["kind"] in ("jpeg-baseline", "png"):
+            servers = entry["servers"]
+            assert servers["OpenCV floor"]["bytes"] == servers["imgmiddleware"]["bytes"], name
     assert "Errors\n\nnone" in text, text
 
 
