@@ -20,6 +20,12 @@ setup(
         # not drawn by OpenCV: 5.1 dropped its built-in CJK face (issue 14).
         "opencv-python-headless>=5.0",
         "numpy>=2.0",           # OpenCV 5 itself needs NumPy 2
+        # PNG sources (imaging/decode.py): imagecodecs' build of libpng gives the pixels OpenCV's gives,
+        # 1.4-1.8x as fast on photos, releasing the GIL and holding one copy where OpenCV holds two
+        # (bench/png_decode_bench.py); pyspng, a little faster, holds the GIL; Pillow is slower. Only its
+        # PNG codec is loaded (about 1 MB resident; the wheel carries many). 2024.6.1: the first
+        # built against NumPy 2, which OpenCV 5 needs (checked: the same pixels for every PNG kind).
+        "imagecodecs>=2024.6.1",
         # HTTP helpers (Headers, SharedDataMiddleware, LintMiddleware, http_date, parse_etags).
         "werkzeug>=3.1",
         # The in-process LRU tier of the result cache.

@@ -1,5 +1,5 @@
-"""Decode once, with OpenCV, into 8-bit BGR or BGRA; JPEG and opaque WebP may decode reduced
-(shrink-on-load).
+"""Decode once into 8-bit BGR or BGRA, with OpenCV (PNG with imagecodecs' libpng, to the same pixels);
+JPEG and opaque WebP may decode reduced (shrink-on-load).
 
 EXIF orientation is never applied here (IMREAD_IGNORE_ORIENTATION): the pipeline applies it itself,
 so it can be switched off with auto-orient,0 and so the planner knows the geometry.
@@ -13,11 +13,14 @@ each decoder call and nothing else, so a ``cv2.error`` from our own work on pixe
 from __future__ import annotations
 
 import io
+import os
+import struct
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from imagecodecs import png_decode as libpng_decode   # loads its PNG codec alone, not the others
 from PIL import Image
 
 from . import colour, heif, jpeg_scans
@@ -90,6 +93,12 @@ def _pillow_jpeg(data: bytes | memoryview, mode: str, reduce: int) -> Image.Imag
 
 def decode(data: bytes | memoryview, fmt: str, reduce: int = 1, keep_16bit: bool = False
            ) -> np.ndarray:
+    native = NATIVE.get(fmt) if reduce == 1 else None
+    if native is not None:
+        with decoding():
+            img = native(data)
+        if img is not None:
+            return to_bgr(img, keep_16bit)
     if fmt == "jpg" and reduce == 8:
         # A progressive JPEG at 1/8 needs little more than its DC scans: same pixels, much faster.
         data = jpeg_scans.dc_only_stream(data) or data
@@ -102,6 +111,81 @@ def decode(data: bytes | memoryview, fmt: str, reduce: int = 1, keep_16bit: bool
     if img is None or img.size == 0:
         raise DecodeError("The image could not be decoded.")
     return to_bgr(img, keep_16bit)
+
+
+# PNG (issue 19, bench/png_decode_bench.py, docs/BENCHMARKS.md "PNG decode"): OpenCV 5's PNG reader
+# takes 1.4-1.8x as long as imagecodecs' build of libpng on the corpus photos, on the same zlib, and
+# imagecodecs gives the same pixels as cv2.imdecode(IMREAD_UNCHANGED) for every kind of PNG (grey,
+# grey+alpha, palette with or without tRNS, colour keys, 1 to 16 bits) once RGB(A) is swapped to
+# BGR(A), in place; it releases the GIL while it decodes. OpenCV keeps the PNGs it treats otherwise:
+# - an APNG (acTL before the pixels): OpenCV returns the animation's first frame, which is not the
+#   image imagecodecs returns (the default one) when the default image is hidden;
+# - Adam7-interlaced ones: same pixels, but imagecodecs' libpng writes a warning to stderr each time;
+# - a header over OpenCV's own size caps: OpenCV refuses it (cv2.error, a DecodeError) before
+#   allocating anything, where imagecodecs would allocate the whole image first;
+# - anything without the signature and a first IHDR: OpenCV's failure and messages, as before.
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# OpenCV's imgcodecs limits (CV_IO_MAX_IMAGE_WIDTH/HEIGHT/PIXELS), and the variables that move them.
+_CV_MAX_WIDTH = int(os.environ.get("OPENCV_IO_MAX_IMAGE_WIDTH", 1 << 20))
+_CV_MAX_HEIGHT = int(os.environ.get("OPENCV_IO_MAX_IMAGE_HEIGHT", 1 << 20))
+_CV_MAX_PIXELS = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))
+_MAX_CHUNKS_BEFORE_PIXELS = 4096
+_SWAP_BAND_BYTES = 1 << 18
+
+
+def _png_for_libpng(data: bytes | memoryview) -> bool:
+    """Whether imagecodecs decodes this PNG as OpenCV would (see above): a plain, non-interlaced
+    still image within OpenCV's caps. Reads the chunk headers before the first IDAT only."""
+    if len(data) < 33 or bytes(data[:8]) != _PNG_SIGNATURE or bytes(data[12:16]) != b"IHDR":
+        return False
+    width, height, interlace = *struct.unpack_from(">II", data, 16), data[28]
+    if interlace or width > _CV_MAX_WIDTH or height > _CV_MAX_HEIGHT or width * height > _CV_MAX_PIXELS:
+        return False
+    offset, end = 8, len(data)
+    for _ in range(_MAX_CHUNKS_BEFORE_PIXELS):
+        if offset + 8 > end:
+            return True                         # no IDAT: libpng fails on it, a DecodeError
+        length, kind = struct.unpack_from(">I4s", data, offset)
+        if kind == b"IDAT":
+            return True
+        if kind == b"acTL":
+            return False
+        offset += 12 + length                   # length, type, payload, CRC
+    return False                                # a file of countless tiny chunks: not walked here
+
+
+def _png(data: bytes | memoryview) -> np.ndarray | None:
+    """What cv2.imdecode(IMREAD_UNCHANGED) gives for this PNG, by imagecodecs' libpng; None to leave
+    it to OpenCV."""
+    if not _png_for_libpng(data):
+        return None
+    img = libpng_decode(data)
+    if img.ndim == 2:
+        return img
+    channels = img.shape[2]
+    if channels in (3, 4):
+        return _swap_in_place(img, cv2.COLOR_RGB2BGR if channels == 3 else cv2.COLOR_RGBA2BGRA)
+    if channels == 2:                           # grey+alpha: OpenCV gives it as BGRA
+        out = cv2.cvtColor(np.ascontiguousarray(img[:, :, 0]), cv2.COLOR_GRAY2BGRA)
+        out[:, :, 3] = img[:, :, 1]
+        return out
+    return img[:, :, 0]
+
+
+def _swap_in_place(img: np.ndarray, code: int) -> np.ndarray:
+    """RGB(A) -> BGR(A) in the decoder's own array, a band of rows at a time: cvtColor copies its
+    source first when it is its destination, and that copy of a whole image would double the
+    decode's peak; a band's copy is a quarter of a megabyte (and the whole swap as fast)."""
+    rows = max(1, _SWAP_BAND_BYTES // (img.shape[1] * img.shape[2] * img.itemsize))
+    for top in range(0, img.shape[0], rows):
+        band = img[top:top + rows]
+        cv2.cvtColor(band, code, dst=band)
+    return img
+
+
+# Decoders used instead of OpenCV's for a full-size decode of a format; each returns None for a file
+# it leaves to OpenCV.
+NATIVE = {"png": _png}
 
 
 @dataclass
