@@ -53,6 +53,12 @@ class Config:
     png_compression: int = 6                   # zlib level (with Z_RLE every level gives the same bytes)
     png_strategy: str = "rle"                  # zlib strategy: rle (OSS's), default, filtered, huffman, fixed
     avif_speed: int = 10                       # libavif 0 (slow) .. 10 (fast): 13 MP in 0.7 s, same size and PSNR as 8 (bench/encode_bench.py)
+    # libwebp's effort by output size (imaging/encode.py, WEBP_EFFORT): "PIXELS:METHOD" rows, comma
+    # separated; an output of at least PIXELS is encoded at METHOD (0 fastest .. 6 smallest), the row
+    # with the largest PIXELS it reaches; below every row, libwebp's method 4 (OpenCV's bytes). "" is
+    # method 4 at every size. The default halves the encode of a 24-30 MP output (27 MP: 2.2-3.0 s
+    # -> 1.0-1.5 s) for 14-15% more bytes at the same SSIM (bench/large_output_bench.py).
+    webp_effort: str = "16000000:2"
     # --- engine ---
     shrink_on_load: bool = True                # JPEG DCT-domain reduced decode when geometry allows
     # The reduced decode must be at least this many times the resize target on each side. 2.0 (47-53 dB
@@ -255,6 +261,7 @@ class Config:
             raise ValueError("config client_* timeouts must be positive, client_body_min_rate at least 1")
         if not 0 <= self.avif_speed <= 10:
             raise ValueError("config avif_speed must be within 0..10")
+        self.webp_effort_rows          # a malformed table is refused here, not at the first large WebP
         self._check_upstream_signing()
         self._check_shared_cache()
         self._check_operations()
@@ -323,11 +330,28 @@ class Config:
 
     # Settings that change the bytes of a result, and so belong in its cache key.
     OUTPUT_SETTINGS = ("jpeg_quality", "webp_quality", "avif_quality", "heic_quality", "jpeg_optimize",
-                       "png_compression", "png_strategy", "avif_speed", "shrink_on_load",
+                       "png_compression", "png_strategy", "avif_speed", "webp_effort", "shrink_on_load",
                        "shrink_on_load_margin")
 
     def output_fingerprint(self) -> str:
         return ";".join(f"{name}={getattr(self, name)}" for name in self.OUTPUT_SETTINGS)
+
+    @property
+    def webp_effort_rows(self) -> tuple[tuple[int, int], ...]:
+        """webp_effort as EncodeOptions.webp_effort takes it: ((pixels, method), ...)."""
+        rows = []
+        for row in (r.strip() for r in str(self.webp_effort).split(",")):
+            if not row:
+                continue
+            pixels, sep, method = row.partition(":")
+            if not (sep and pixels.strip().replace("_", "").isdigit() and method.strip().isdigit()
+                    and 0 <= int(method) <= 6):
+                raise ValueError(f'config webp_effort: {row!r} is not "PIXELS:METHOD" with a method '
+                                 f'of 0..6 (e.g. "16000000:2")')
+            rows.append((int(pixels.strip().replace("_", "")), int(method)))
+        if len({pixels for pixels, _ in rows}) != len(rows):
+            raise ValueError("config webp_effort: a pixel count appears twice")
+        return tuple(sorted(rows))
 
     @property
     def auto_formats(self) -> tuple[str, ...]:

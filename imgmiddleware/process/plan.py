@@ -59,6 +59,7 @@ def output_options(pipeline: Pipeline, probe: Probe, config, auto_formats: tuple
         png_compression=config.png_compression,
         png_strategy=config.png_strategy,
         avif_speed=config.avif_speed,
+        webp_effort=config.webp_effort_rows,
     )
 
 
