@@ -640,8 +640,9 @@ def run_extras(corpus: Path, quick: bool) -> dict[str, str]:
     """The benchmarks behind the engine's choices, run on the same machine after the loads: the
     progressive-JPEG rewrite on every progressive wallpaper, glibc malloc settings for a worker on
     the corpus, the text renderers on the font files, the shared cache tier against a remote-like
-    origin, WebP shrink-on-load, WebP encoder effort on large outputs, slow clients against both
-    gunicorn workers, and what metrics and the access log cost. Their tables go into the report as
+    origin, WebP shrink-on-load, WebP encoder effort on large outputs, PNG decoders, the memory of
+    one transform per source kind, slow clients
+    against both gunicorn workers, and what metrics and the access log cost. Their tables go into the report as
     they print them."""
     extras = {}
     for name, cmd in (
@@ -656,6 +657,10 @@ def run_extras(corpus: Path, quick: bool) -> dict[str, str]:
              + (["--iterations", "3"] if quick else [])),
             ("large", [sys.executable, str(HERE / "large_output_bench.py")]
              + (["--rounds", "1", "--grain", "0", "--no-mid", "--methods", "0,2,4"] if quick else [])),
+            ("png", [sys.executable, str(HERE / "png_decode_bench.py")]
+             + (["--rounds", "2"] if quick else [])),
+            ("memory", [sys.executable, str(HERE / "transform_memory_bench.py")]
+             + (["--megapixels", "4", "--repeat", "1"] if quick else [])),
             ("slow", [sys.executable, str(HERE / "slow_client_bench.py")] + (["--smoke"] if quick else [])),
             ("operations", [sys.executable, str(HERE / "metrics_bench.py")]
              + (["--duration", "2", "--rounds", "1"] if quick else []))):

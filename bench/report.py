@@ -122,15 +122,47 @@ SHRINK_CHOICE = (
     "pixels within 35-50 dB of it (41-47 dB at the default margin, 2). A WebP with alpha is decoded whole (the reduced flags give 3 channels).")
 LARGE_CHOICE = (
     "`bench/large_output_bench.py`: the encode alone of a 27 MP photo (four wallpapers stitched 2 x 2) "
-    "as `format,webp` at q82: OpenCV's encoder (libwebp's simple API, method 4), Pillow's libwebp at "
-    "each method, thumbor's own call (Pillow's defaults: method 4), and what `encode` does with "
-    "`Config()`; the same with a camera's grain added, and at 4096 x 2304, the largest AVIF output. "
-    "Shipped: `webp_effort = \"16000000:2\"`: an output of 16 MP or more is written at method 2, which "
-    "takes a 27 MP WebP from about 2.5-2.8 s to 1.0-1.6 s, 1.7-2.7x faster than thumbor's encode of "
-    "the same output, for 14-15% more bytes at the same SSIM (within 0.002) and 0.15-0.35 dB less "
-    "PSNR; methods 0 and 1 are faster still but 22-27% larger, method 3 saves no time. Smaller outputs "
-    "keep OpenCV's bytes, the same as Pillow's at method 4 and as thumbor's. Pillow's WebP encoder has "
-    "no thread option, so every row is one thread.")
+    "as `format,webp` at q82, one thread: OpenCV's encoder (libwebp's simple API, method 4, what every "
+    "WebP was before), Pillow's libwebp at each method, thumbor's own call (Pillow's defaults: method 4) "
+    "and what `encode` does with `Config()`; the same photo with a camera's grain, and 4096 x 2304, the "
+    "largest AVIF output OSS allows. Shipped: `webp_effort = \"16000000:2\"`, an output of 16 MP or "
+    "more is written at method 2: a 27 MP WebP in 1.0-1.5 s instead of 2.2-3.0 s, 2.0-2.4x as fast "
+    "as thumbor's encode of the same output, for 14-15% more bytes at the same SSIM (within 0.002) "
+    "and 0.2-0.3 dB less PSNR. Methods 0 and 1 are faster still but 22-27% larger; method 3 saves no "
+    "time. Smaller outputs keep OpenCV's bytes (Pillow's method 4, thumbor's, gives the same bytes, "
+    "a little slower). `encode` takes the other methods from imagecodecs' libwebp (the same bytes as "
+    "Pillow's), red and blue swapped in place: at 27 MP it holds about 50 MB beside the pixels, "
+    "where OpenCV's method 4 holds 150 MB and Pillow 260 MB (two copies of the pixels). Neither "
+    "Pillow's WebP encoder nor OpenCV's has a thread option; imagecodecs' numthreads gained nothing.")
+PNG_CHOICE = (
+    "`bench/png_decode_bench.py`: the PNG sources of the corpus below (photos converted by Pillow at "
+    "compress_level 6, longest side 3000) decoded in one process by OpenCV 5's PNG reader, by the PNG "
+    "decoders of well-kept PyPI packages (pyspng's libspng, imagecodecs' libspng and libpng, Pillow's "
+    "own reader) and by decode.py's PNG entry, each to the array cv2.imdecode gives (BGR order: the "
+    "swap is timed); every (file, decoder) once a round in a rotating order, best of the rounds; then "
+    "fit-200 and fit-512 thumbnails (decode, INTER_AREA, PNG encode) with OpenCV's decoder and "
+    "decode.py's. Shipped: imagecodecs' png_decode for every still, non-interlaced PNG, decoding "
+    "1.4-1.8x as fast (PNG thumbnails 1.3-1.6x: the decode was 70% or more of their time), the "
+    "same pixels for every kind of PNG, the GIL released while it decodes, and one copy of the image "
+    "where OpenCV held two. No decoder here inflates with zlib-ng at run time (imagecodecs has zlib-ng "
+    "only as a codec of its own, Pillow's wheel loads the system's libz, pyspng links zlib 1.2.11), "
+    "so the gain is OpenCV's reader around libpng, not the codec. pyspng is a little faster still but "
+    "holds the GIL through the whole decode (a worker's other threads wait) and refuses or changes "
+    "grey+alpha, tRNS and 16-bit PNGs, as imagecodecs' spng_decode does; Pillow is slower than OpenCV. "
+    "OpenCV keeps APNGs (it gives the animation's first frame, not a hidden default image), interlaced "
+    "PNGs (imagecodecs' libpng warns on stderr for each) and headers over its own size caps.")
+MEMORY_CHOICE = (
+    "`bench/transform_memory_bench.py`: one request through the engine in a fresh process (the "
+    "worker's malloc settings), on a 12 MP photo-like source of each kind, and the growth of the "
+    "process's peak resident set; beside it the estimate process/budget.py makes from the header, "
+    "which the transform slots admit against: a worker never holds more than the estimates of its "
+    "in-flight transforms, and those never more than `worker_transform_bytes` (4 GB). So the bound "
+    "per in-flight transform is its estimate, per source pixel in the last column (about 7.5 bytes a "
+    "pixel plus the source's own bytes at most, for a full-size output; a thumbnail far less). The "
+    "run that first measured this found the estimate priced a thumbnail of a progressive JPEG or a "
+    "WebP at 1 MB where it held 35 MB (libjpeg's whole-image coefficients; OpenCV's full WebP "
+    "decode before it shrinks), so the slots admitted far more than their budget: the estimate now "
+    "counts both, and the source's bytes.")
 SLOW_CHOICE = (
     "`bench/slow_client_bench.py`: the same app under `deploy/gunicorn.conf.py`, once with gunicorn's "
     "gthread worker (what `serve` ran before issue 15), once with the event-loop worker it runs now "
@@ -302,6 +334,11 @@ def write_report(res, md: Path, chart: Path, venv_py: Path | None, json_path: Pa
     if "large" in extras:
         lines += ["## Large outputs: WebP encoder effort, the largest AVIF", "", LARGE_CHOICE, "",
                   extras["large"].strip(), ""]
+    if "png" in extras:
+        lines += ["## PNG decode", "", PNG_CHOICE, "", extras["png"].strip(), ""]
+    if "memory" in extras:
+        lines += ["## Memory of one transform, by source kind", "", MEMORY_CHOICE, "",
+                  extras["memory"].strip(), ""]
     if "slow" in extras:
         lines += ["## Slow clients: gthread against the event-loop worker", "", SLOW_CHOICE, "",
                   extras["slow"].strip(), ""]

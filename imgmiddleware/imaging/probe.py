@@ -134,6 +134,7 @@ class Probe:
     icc_profile: bytes | None   # the embedded ICC profile, if any
     exif: Image.Exif            # the EXIF block, read from the header (empty when absent)
     jfif_density: tuple[int, int, int] | None = None   # JPEG's JFIF (unit, x, y); unit 0, 1 dpi, 2 dpcm
+    jpeg_sampling: tuple[tuple[int, int], ...] = ()     # JPEG: each component's (h, v) sampling factors
 
     @property
     def pixels(self) -> int:
@@ -146,6 +147,19 @@ class Probe:
     @property
     def is_grey(self) -> bool:
         return self.mode in ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N")
+
+    @property
+    def coefficient_bytes(self) -> int:
+        """What libjpeg holds for a progressive JPEG at any decode scale: every component's DCT
+        coefficients for the whole image (64 two-byte values a block, chroma at its sampling); 0 for
+        anything else. Measured: 3.1 bytes a pixel for a 4:2:0 file decoded at 1/8."""
+        if not (self.progressive and self.jpeg_sampling):
+            return 0
+        h_max = max(h for h, _ in self.jpeg_sampling)
+        v_max = max(v for _, v in self.jpeg_sampling)
+        blocks = sum(-(-self.width * h // (8 * h_max)) * -(-self.height * v // (8 * v_max))
+                     for h, v in self.jpeg_sampling)
+        return blocks * 64 * 2
 
     @property
     def rotates(self) -> bool:
@@ -199,6 +213,7 @@ def probe(data: bytes | memoryview, max_pixels: int | None = None) -> Probe:
         icc_profile = im.info.get("icc_profile") or None
         density = im.info.get("jfif_density") if fmt == "jpg" else None
         jfif_density = (int(im.info.get("jfif_unit", 0)), *map(int, density)) if density else None
+        sampling = tuple((h, v) for _, h, v, _ in getattr(im, "layer", ())) if fmt == "jpg" else ()
     frames = count_frames(im) if fmt in ANIMATED_SOURCES else 1
     exif = read_exif(im, data)
     try:
@@ -219,6 +234,7 @@ def probe(data: bytes | memoryview, max_pixels: int | None = None) -> Probe:
         icc_profile=icc_profile,
         exif=exif,
         jfif_density=jfif_density,
+        jpeg_sampling=sampling,
     )
 
 

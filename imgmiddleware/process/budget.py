@@ -31,9 +31,19 @@ ENCODE_MS = {"jpg": 6, "png": 152, "webp": 144, "avif": 118, "heic": 118, "gif":
 OTHER_MS = 60          # a format not listed: as dear as the dearest decoders
 # The most a decoder holds while it decodes, in multiples of the image it returns (VmHWM of a fresh
 # process around decode_source, 24 MP): OpenCV's decoders fill a buffer of their own and convert it.
-DECODE_PEAK = {"jpg": 2.1, "png": 2.1, "webp": 2.2, "tiff": 2.1, "bmp": 2.1, "gif": 2.7, "avif": 5.7,
+DECODE_PEAK = {"jpg": 2.15, "png": 2.1, "webp": 2.2, "tiff": 2.1, "bmp": 2.1, "gif": 2.7, "avif": 5.7,
                "heic": 2.8}
 OTHER_PEAK = 6.0
+# A reduced decode still holds something at full size (bench/transform_memory_bench.py, 12 MP): a
+# progressive JPEG libjpeg's whole-image coefficients (Probe.coefficient_bytes, 3 bytes a pixel at
+# 4:2:0, at every scale), a WebP OpenCV's full decode, which it then shrinks (3 bytes a pixel).
+FULL_FRAME_REDUCED = {"webp": 1.1}     # format -> the full frame's bytes it holds, as a multiple
+# Encoding holds the pixels, a converted copy and the output: 2.5 times the image at worst (a PNG
+# source rotated and written as JPEG: 7.5 bytes a source pixel).
+ENCODE_PEAK = 2.5
+# What every transform holds besides pixels: the codecs' own state, row buffers, the encoded output
+# of a small image, Python objects (the measured peaks run up to 1 MB over the pixel terms at 12 MP).
+FIXED_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,10 @@ def estimate(plan: Plan, info: Probe) -> Estimate:
     ms = DECODE_MS.get(info.format, OTHER_MS) * megapixels(decoded) * frames
     held = _bytes(decoded, channels, depth) * frames
     peak = int(held * DECODE_PEAK.get(info.format, OTHER_PEAK))
+    peak = max(peak, held + info.coefficient_bytes * frames)
+    if plan.reduce > 1 and info.format in FULL_FRAME_REDUCED:
+        full = _bytes((info.width, info.height), channels, depth) * frames
+        peak = max(peak, held + int(FULL_FRAME_REDUCED[info.format] * full))
     ctx = plan.context
     for step in plan.steps:
         cost = step.spec.cost(size, step.args, ctx)
@@ -68,8 +82,9 @@ def estimate(plan: Plan, info: Probe) -> Estimate:
         held, size = out, cost.size
     if plan.report is None:
         ms += ENCODE_MS.get(plan.output.format, OTHER_MS) * megapixels(size) * frames
-        peak = max(peak, 2 * held)          # the pixels and an encoded copy as large, at worst
-    return Estimate(ms, peak, size)
+        peak = max(peak, int(ENCODE_PEAK * held))
+    # The source's own bytes are held for the whole request too (a 12 MP PNG: 20 MB).
+    return Estimate(ms, peak + FIXED_BYTES + plan.context.source_bytes, size)
 
 
 def check(plan: Plan, info: Probe, config) -> Estimate:
