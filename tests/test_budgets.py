@@ -352,3 +352,17 @@ def test_a_reduced_decode_is_priced_at_what_it_holds_at_full_size(tmp_path, name
     out = run_bomb(tmp_path, name, "image/resize,m_lfit,w_200,h_200")
     assert out["status"] == 200 and out["grew_mb"] > 25, out          # the full-size part is real
     assert estimate_of("image/resize,m_lfit,w_200,h_200", data.tobytes()).peak_bytes / 2**20 >= out["grew_mb"]
+
+
+def test_a_16_bit_png_written_with_8_bits_is_priced_at_its_conversion(tmp_path):
+    """A 16-bit RGB PNG opens in Pillow as plain RGB; decoding it whole and converting it to 8 bits
+    holds about 5 times the 8-bit image, which the estimate priced at 2.1 times. The probe reads the
+    bit depth from IHDR now, and the estimate covers what a worker-like process measures."""
+    rng = np.random.default_rng(16)
+    deep = rng.integers(0, 65535, (1200, 1800, 3), dtype=np.uint16)     # 13 MB as PNG, under 20 MB
+    ok, data = cv2.imencode(".png", deep, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    assert ok
+    (tmp_path / "deep.png").write_bytes(data.tobytes())
+    out = run_bomb(tmp_path, "deep.png", "image/format,jpg")
+    assert out["status"] == 200 and out["type"] == "image/jpeg", out
+    assert estimate_of("image/format,jpg", data.tobytes()).peak_bytes / 2**20 >= out["grew_mb"]

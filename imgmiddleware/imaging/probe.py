@@ -135,6 +135,7 @@ class Probe:
     exif: Image.Exif            # the EXIF block, read from the header (empty when absent)
     jfif_density: tuple[int, int, int] | None = None   # JPEG's JFIF (unit, x, y); unit 0, 1 dpi, 2 dpcm
     jpeg_sampling: tuple[tuple[int, int], ...] = ()     # JPEG: each component's (h, v) sampling factors
+    bit_depth: int = 8          # bits a sample: 16 for a 16-bit PNG (Pillow opens some as 8-bit modes)
 
     @property
     def pixels(self) -> int:
@@ -214,6 +215,8 @@ def probe(data: bytes | memoryview, max_pixels: int | None = None) -> Probe:
         density = im.info.get("jfif_density") if fmt == "jpg" else None
         jfif_density = (int(im.info.get("jfif_unit", 0)), *map(int, density)) if density else None
         sampling = tuple((h, v) for _, h, v, _ in getattr(im, "layer", ())) if fmt == "jpg" else ()
+        # IHDR is a PNG's first chunk: its bit depth is byte 24 of the file.
+        bit_depth = data[24] if fmt == "png" and len(data) > 24 else (16 if mode.startswith("I;16") else 8)
     frames = count_frames(im) if fmt in ANIMATED_SOURCES else 1
     exif = read_exif(im, data)
     try:
@@ -235,6 +238,7 @@ def probe(data: bytes | memoryview, max_pixels: int | None = None) -> Probe:
         exif=exif,
         jfif_density=jfif_density,
         jpeg_sampling=sampling,
+        bit_depth=bit_depth,
     )
 
 

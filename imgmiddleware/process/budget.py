@@ -41,6 +41,9 @@ FULL_FRAME_REDUCED = {"webp": 1.1}     # format -> the full frame's bytes it hol
 # Encoding holds the pixels, a converted copy and the output: 2.5 times the image at worst (a PNG
 # source rotated and written as JPEG: 7.5 bytes a source pixel).
 ENCODE_PEAK = 2.5
+# A 16-bit source written with 8 bits: the decoder's 16-bit frame and the conversion to 8 bits hold
+# 5 times the 8-bit image (a 24 MP PNG, measured by the PNG-decode work of issue 19).
+DEEP_SOURCE_PEAK = 5.0
 # What every transform holds besides pixels: the codecs' own state, row buffers, the encoded output
 # of a small image, Python objects (the measured peaks run up to 1 MB over the pixel terms at 12 MP).
 FIXED_BYTES = 4 << 20
@@ -70,6 +73,8 @@ def estimate(plan: Plan, info: Probe) -> Estimate:
     held = _bytes(decoded, channels, depth) * frames
     peak = int(held * DECODE_PEAK.get(info.format, OTHER_PEAK))
     peak = max(peak, held + info.coefficient_bytes * frames)
+    if info.bit_depth > 8 and depth == 1:
+        peak = max(peak, int(DEEP_SOURCE_PEAK * _bytes(decoded, channels, 1) * frames))
     if plan.reduce > 1 and info.format in FULL_FRAME_REDUCED:
         full = _bytes((info.width, info.height), channels, depth) * frames
         peak = max(peak, held + int(FULL_FRAME_REDUCED[info.format] * full))
