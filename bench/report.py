@@ -200,37 +200,48 @@ MALLOC_CHOICE = (
 
 # Why a target is missed, by target: the best reading of the figures (the profile is the authority).
 WHY = {
-    JPEG_T: "Thumbor on Pillow uses draft (reduced) JPEG decoding too, so on baseline JPEGs the gap is "
-            "what is left after both skip most of the decode: per-request overhead (WSGI, gunicorn, "
-            "probe).",
-    FLOOR_T: "The floor is OpenCV alone making the same bytes from bytes already in memory, two "
-             "processes and no HTTP. In one process the engine is at 92-97 % of it (the Python around "
-             "OpenCV: reading the file, the header probe, the plan, about 0.5 ms a request); the rest is "
-             "serving: gunicorn's event loop, the hop to a worker thread and back, about 1 ms of CPU a "
-             "request (the cached-hit row: that rate on these 2 cores), a large share of a 5-15 ms "
-             "baseline thumbnail; and gunicorn's keep-alive connections do not always spread evenly over "
-             "the two workers. Nothing in a baseline JPEG can be skipped beyond what the reduced decode "
-             "already skips.",
-    PROGRESSIVE_T: "At fit 512 a reduced decode that covers the target twice (the margin OSS's own "
-                   "thumbnail needs, and libvips's rule) is 1/2 or 1/4: those scales read AC "
-                   "coefficients, so the DC-only rewrite that makes fit 200 three times thumbor's rate "
+    JPEG_T: "Baseline JPEGs at fit 200 are where it is lost (0.95x; fit 512 1.18x, progressive fit 200 "
+            "1.84x). Thumbor on Pillow uses draft (reduced) JPEG decoding too, so on baseline JPEGs the "
+            "gap is what is left after both skip most of the decode: serving (see the floor row). Since "
+            "the run before, the reduced decode keeps a margin of 2 (the margin OSS's own 100x100 "
+            "thumbnail of the SDK sample needs, and libvips's rule: better pixels, a larger decode), and "
+            "requests go through the event-loop worker (issue 15) and are counted and logged (issue 17).",
+    FLOOR_T: "The floor is OpenCV alone making the same bytes from bytes already in memory, two processes "
+             "and no HTTP. In one process, on these files, the engine makes them in 15.2 ms against the "
+             "floor's 13.6 (0.89x: reading the file for each request, the header probe, the plan); the "
+             "rest is serving, on the same 2 cores as wrk: HTTP parsing on the event loop, the hop to a "
+             "worker thread and back, telemetry. py-spy on a worker under this load: 64 % of samples in "
+             "OpenCV's decode, 7 % in the resize, 6 % waking the event loop from the worker thread (the "
+             "self-pipe write of call_soon_threadsafe), 5 % in the loop's select. Two changes were tried "
+             "and dropped: accepting one connection per wake-up of the shared listening socket (8 "
+             "keep-alive connections still split 8/0 to 4/4 between the workers, as before) and a "
+             "shorter GIL switch interval; neither moved the rate beyond the 7 % between rounds. "
+             "Nothing in a baseline JPEG can be skipped beyond what the reduced decode already skips.",
+    PROGRESSIVE_T: "At fit 512 a reduced decode that covers the target twice is 1/2 or 1/4: those scales "
+                   "read AC coefficients, so the DC-only rewrite that makes fit 200 1.8x thumbor's rate "
                    "does not apply, and libjpeg must entropy-decode every scan of a progressive file "
-                   "whatever the scale.",
-    PNG_VIPS_T: "PNG has no reduced decode, so the decode is the work, and pyvips's (libspng, and its "
-                "own row-streaming shrink) is faster than OpenCV's libpng on these files; pyvips is also "
+                   "whatever the scale; thumbor's draft decode pays the same. A rewrite for 1/4 would "
+                   "need the scans of coefficients up to 4 in zigzag order and an exactness proof like "
+                   "the DC-only one's (libjpeg-turbo's 2x2 IDCT reads more than the lowest four).",
+    PNG_VIPS_T: "0.78x at fit 512 and 0.81x at fit 200, up from 0.47-0.51x in the run before: PNG sources "
+                "now decode by imagecodecs' libpng, 1.5x OpenCV's reader (PNG decode, below), and we are "
+                "1.08-1.19x the OpenCV floor. PNG has no reduced decode, so the decode is the work; "
+                "pyvips shrinks while it decodes, row by row, never holding the whole image, and is "
                 "in-process here, with no HTTP.",
-    WEBP_VIPS_T: "libvips decodes WebP straight to the thumbnail's size with libwebp's scaled decoding, "
-                 "which no well-kept Python binding exposes; OpenCV's reduced WebP decode saves only "
-                 "about a quarter (bench/shrink_bench.py).",
+    WEBP_VIPS_T: "0.92x at fit 200, 1.04x at fit 512. libvips decodes WebP straight to the thumbnail's "
+                 "size with libwebp's scaled decoding, which no well-kept Python binding exposes; "
+                 "OpenCV's reduced WebP decode saves only about a quarter (shrink-on-load, below).",
     PNGWEBP_T: "OpenCV has no reduced decode for PNG, so every server pays a full decode.",
     P99_T: "p99 at fixed concurrency follows per-request cost and queueing behind gunicorn's threads; "
            "the misses sit in the workloads where throughput is close to thumbor's.",
-    PSS_T: "The idle tree (Setup: the master plus two workers with OpenCV, NumPy and Pillow, now shared "
-           "copy-on-write from the master) is most of thumbor's whole peak on the baseline JPEG loads, "
-           "so 0.5x is out of reach there for any OpenCV server. Under load the peaks are image "
-           "buffers: full-size decoded frames of PNG and WebP sources, and libjpeg's whole-image "
-           "coefficient buffer for progressive JPEGs (about 6 bytes a pixel, kept even when the "
-           "DC-only rewrite skips most of the decoding), two transforms per worker.",
+    PSS_T: "The worst workload is the baseline JPEGs (1.79-2.01x), where the idle tree alone (121 MB of "
+           "PSS for the master and two workers with OpenCV, NumPy, Pillow and imagecodecs, shared "
+           "copy-on-write from the master since this run; thumbor's idle tree is 44 MB) is most of our "
+           "peak and more than thumbor's whole peak (90-122 MB): 0.5x is out of reach there for an "
+           "OpenCV server. Where image buffers dominate the peaks are 0.51-0.52x (WebP), 0.85-0.87x "
+           "(PNG) and 0.97-1.05x (progressive JPEG: libjpeg's whole-image coefficients, 3 bytes a "
+           "pixel, at any decode scale). The memory of one transform, and what admission reserves for "
+           "it, is in its own section below.",
     CACHED_T: "A cached hit still revalidates with the origin (static app stat + ETag) and looks up the "
               "cache, on top of the same static-file path the raw object takes.",
 }
