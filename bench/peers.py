@@ -349,26 +349,25 @@ def tree_pids(pid: int) -> list[int]:
     return out
 
 
-def rss_kb(pid: int) -> int:
+def _proc_kb(pid: int, name: str, field: str) -> int:
+    """A kB figure of /proc/PID/<name> (``field:`` ... kB), 0 when the process is gone."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def rss_kb(pid: int) -> int:
+    return _proc_kb(pid, "status", "VmRSS")
 
 
 def pss_kb(pid: int) -> int:
     """Proportional set size: each shared page divided among the processes that map it, so a tree's
     sum counts shared libraries and copy-on-write pages once (RSS counts them in every process)."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return _proc_kb(pid, "smaps_rollup", "Pss")
 
 
 class MemorySampler(threading.Thread):
