@@ -198,6 +198,30 @@ MALLOC_CHOICE = (
     "noise).")
 
 
+PROGRESSIVE_CHOICE = (
+    "`bench/progressive_bench.py`: every progressive JPEG of the wallpaper packages decoded at 1/8 from "
+    "its own bytes and from the DC-only rewrite (imgmiddleware/imaging/jpeg_scans.py), best of N; the "
+    "rewritten column includes the rewrite. Exact = identical pixels.")
+
+# The benchmarks behind the engine's choices (peers.run_extras), in the report's order:
+# (extras key, section title, what the benchmark does and what it chose).
+EXTRA_SECTIONS = (
+    ("progressive", "Progressive JPEG: decoding only what 1/8 needs", PROGRESSIVE_CHOICE),
+    ("malloc", "glibc malloc settings for a worker",
+     "`bench/malloc_bench.py`: one process shaped like a worker (4 threads, 2 transform slots) running "
+     "uncached fit-200 thumbnails of one kind of source at a time, per setting (applied with mallopt, "
+     "as the server does). " + MALLOC_CHOICE),
+    ("text", "Text renderers: Pillow's FreeType against OpenCV's FontFace", TEXT_CHOICE),
+    ("shared", "Shared cache tier: hits against a remote origin, many nodes", SHARED_CHOICE),
+    ("shrink", "Shrink-on-load for WebP", SHRINK_CHOICE),
+    ("large", "Large outputs: WebP encoder effort, the largest AVIF", LARGE_CHOICE),
+    ("png", "PNG decode", PNG_CHOICE),
+    ("memory", "Memory of one transform, by source kind", MEMORY_CHOICE),
+    ("slow", "Slow clients: gthread against the event-loop worker", SLOW_CHOICE),
+    ("operations", "Operations: what metrics and the access log cost", OPERATIONS_CHOICE),
+)
+
+
 # Why a target is missed, by target: the best reading of the figures (the profile is the authority).
 WHY = {
     JPEG_T: "Baseline JPEGs at fit 200 are where it is lost (0.95x; fit 512 1.18x, progressive fit 200 "
@@ -322,40 +346,9 @@ def write_report(res, md: Path, chart: Path, venv_py: Path | None, json_path: Pa
     lines += ["### Errors", ""] + ([f"- {e}" for e in errs] or ["none"]) + [""]
     lines += ["### 1 px size differences", ""] + ([f"- {m}" for m in mism] or ["none"]) + [""]
     extras = res.get("extras", {})
-    if "progressive" in extras:
-        lines += ["## Progressive JPEG: decoding only what 1/8 needs", "",
-                  "`bench/progressive_bench.py`: every progressive JPEG of the wallpaper packages decoded at "
-                  "1/8 from its own bytes and from the DC-only rewrite (imgmiddleware/imaging/jpeg_scans.py), "
-                  "best of N; the rewritten column includes the rewrite. Exact = identical pixels.", "",
-                  extras["progressive"].strip(), ""]
-    if "malloc" in extras:
-        lines += ["## glibc malloc settings for a worker", "",
-                  "`bench/malloc_bench.py`: one process shaped like a worker (4 threads, 2 transform "
-                  "slots) running uncached fit-200 thumbnails of one kind of source at a time, per "
-                  "setting (applied with mallopt, as the server does). " + MALLOC_CHOICE, "",
-                  extras["malloc"].strip(), ""]
-    if "text" in extras:
-        lines += ["## Text renderers: Pillow's FreeType against OpenCV's FontFace", "", TEXT_CHOICE, "",
-                  extras["text"].strip(), ""]
-    if "shared" in extras:
-        lines += ["## Shared cache tier: hits against a remote origin, many nodes", "", SHARED_CHOICE, "",
-                  extras["shared"].strip(), ""]
-    if "shrink" in extras:
-        lines += ["## Shrink-on-load for WebP", "", SHRINK_CHOICE, "", extras["shrink"].strip(), ""]
-    if "large" in extras:
-        lines += ["## Large outputs: WebP encoder effort, the largest AVIF", "", LARGE_CHOICE, "",
-                  extras["large"].strip(), ""]
-    if "png" in extras:
-        lines += ["## PNG decode", "", PNG_CHOICE, "", extras["png"].strip(), ""]
-    if "memory" in extras:
-        lines += ["## Memory of one transform, by source kind", "", MEMORY_CHOICE, "",
-                  extras["memory"].strip(), ""]
-    if "slow" in extras:
-        lines += ["## Slow clients: gthread against the event-loop worker", "", SLOW_CHOICE, "",
-                  extras["slow"].strip(), ""]
-    if "operations" in extras:
-        lines += ["## Operations: what metrics and the access log cost", "", OPERATIONS_CHOICE, "",
-                  extras["operations"].strip(), ""]
+    for key, title, choice in EXTRA_SECTIONS:
+        if key in extras:
+            lines += [f"## {title}", "", choice, "", extras[key].strip(), ""]
     lines += ["## Corpus", "",
               "Photographs from Debian's wallpaper packages, every file looked at by eye: artwork, "
               "renders and logos are left out (`ARTWORK` in bench/peers.py). PNG and WebP sources are "

@@ -24,6 +24,7 @@ from imagecodecs import png_decode as libpng_decode   # loads its PNG codec alon
 from PIL import Image
 
 from . import colour, heif, jpeg_scans
+from .pixels import swap_red_blue
 from .probe import PILLOW_BOMB, PILLOW_ERRORS, too_many_pixels
 
 REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
@@ -130,7 +131,6 @@ _CV_MAX_WIDTH = int(os.environ.get("OPENCV_IO_MAX_IMAGE_WIDTH", 1 << 20))
 _CV_MAX_HEIGHT = int(os.environ.get("OPENCV_IO_MAX_IMAGE_HEIGHT", 1 << 20))
 _CV_MAX_PIXELS = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))
 _MAX_CHUNKS_BEFORE_PIXELS = 4096
-_SWAP_BAND_BYTES = 1 << 18
 
 
 def _png_for_libpng(data: bytes | memoryview) -> bool:
@@ -164,23 +164,12 @@ def _png(data: bytes | memoryview) -> np.ndarray | None:
         return img
     channels = img.shape[2]
     if channels in (3, 4):
-        return _swap_in_place(img, cv2.COLOR_RGB2BGR if channels == 3 else cv2.COLOR_RGBA2BGRA)
+        return swap_red_blue(img)
     if channels == 2:                           # grey+alpha: OpenCV gives it as BGRA
         out = cv2.cvtColor(np.ascontiguousarray(img[:, :, 0]), cv2.COLOR_GRAY2BGRA)
         out[:, :, 3] = img[:, :, 1]
         return out
     return img[:, :, 0]
-
-
-def _swap_in_place(img: np.ndarray, code: int) -> np.ndarray:
-    """RGB(A) -> BGR(A) in the decoder's own array, a band of rows at a time: cvtColor copies its
-    source first when it is its destination, and that copy of a whole image would double the
-    decode's peak; a band's copy is a quarter of a megabyte (and the whole swap as fast)."""
-    rows = max(1, _SWAP_BAND_BYTES // (img.shape[1] * img.shape[2] * img.itemsize))
-    for top in range(0, img.shape[0], rows):
-        band = img[top:top + rows]
-        cv2.cvtColor(band, code, dst=band)
-    return img
 
 
 # Decoders used instead of OpenCV's for a full-size decode of a format; each returns None for a file

@@ -3,14 +3,15 @@ each output format's MIME type, options and whether it keeps alpha."""
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from imagecodecs import webp_encode
+
 from . import heif
-from .pixels import flatten_on
+from .pixels import flatten_on, swap_red_blue
 
 MIME = {
     "jpg": "image/jpeg", "png": "image/png", "webp": "image/webp", "bmp": "image/bmp",
@@ -38,8 +39,8 @@ PNG_STRATEGIES = {
 # libwebp's effort (its "method": 0 fastest .. 6 smallest) by output size: rows of (at least this
 # many pixels, method); an output takes the row with the largest threshold it reaches. Below every
 # row, and for a row of method 4, OpenCV's encoder: libwebp's simple API at method 4, the bytes the
-# tests pin. Another method goes through imagecodecs' (or Pillow's) libwebp, which takes one (at
-# method 4 both gave OpenCV's bytes on every image measured). Config.webp_effort sets the rows.
+# tests pin. Another method goes through imagecodecs' libwebp, which takes one (at method 4 it, and
+# Pillow's libwebp, gave OpenCV's bytes on every image measured). Config.webp_effort sets the rows.
 # bench/large_output_bench.py, a 27 MP photo at q82, one thread, best of 3 on a busy 2-core machine
 # (clean photo / with grain):
 #   method 4, OpenCV    2.2 / 3.0 s   the reference (thumbor's call, Pillow's method 4: 2.4 / 3.3 s)
@@ -116,55 +117,22 @@ def _webp_at(img: np.ndarray, quality: int, method: int) -> bytes:
     RGB(A) straight to YUV. It takes no BGR, so the pixels' red and blue are swapped in place for the
     encode and back after (a copy of a 27 MP image would be 77 MB more; a read-only array is copied):
     at 27 MP and method 2 the encode then holds about 50 MB beside the pixels, OpenCV's method 4
-    about 150 MB. Without imagecodecs, Pillow's libwebp (the same bytes), which copies the pixels
-    twice. libwebp writes no alpha for an opaque image."""
-    try:
-        from imagecodecs import webp_encode
-    except ImportError:
-        return _pillow_webp_at(img, quality, method)
+    about 150 MB. libwebp writes no alpha for an opaque image."""
+    def webp(rgb: np.ndarray) -> bytes:
+        try:
+            return webp_encode(rgb, level=quality, lossless=False, method=method)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise EncodeError(f"Encoding webp failed: {exc}") from exc
+
     if img.ndim == 2:
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-    elif not img.flags.writeable:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-    else:
-        return _swapped(img, lambda rgb: webp_encode(rgb, level=quality, lossless=False, method=method))
-    return _guarded(lambda: webp_encode(img, level=quality, lossless=False, method=method))
-
-
-def _swapped(img: np.ndarray, call):
-    """``call(img)`` with img's red and blue swapped in place, swapped back after whatever happens.
-    A band of rows at a time: OpenCV copies the source of an in-place conversion."""
-    code = cv2.COLOR_BGRA2RGBA if img.shape[2] == 4 else cv2.COLOR_BGR2RGB
-
-    def swap() -> None:
-        for top in range(0, img.shape[0], 256):
-            band = img[top:top + 256]
-            cv2.cvtColor(band, code, dst=band)
-
-    swap()
+        return webp(cv2.cvtColor(img, cv2.COLOR_GRAY2RGB))
+    if not img.flags.writeable:
+        return webp(cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA if img.shape[2] == 4 else cv2.COLOR_BGR2RGB))
+    swap_red_blue(img)
     try:
-        return _guarded(lambda: call(img))
+        return webp(img)
     finally:
-        swap()
-
-
-def _guarded(call) -> bytes:
-    try:
-        return call()
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise EncodeError(f"Encoding webp failed: {exc}") from exc
-
-
-def _pillow_webp_at(img: np.ndarray, quality: int, method: int) -> bytes:
-    from PIL import Image
-
-    if img.ndim == 2:
-        rgb = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-    else:
-        rgb = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-    out = io.BytesIO()
-    _guarded(lambda: Image.fromarray(rgb).save(out, "WEBP", quality=quality, method=method))
-    return out.getvalue()
+        swap_red_blue(img)                  # the caller's pixels as they were, whatever happened
 
 
 def _params(opts: EncodeOptions) -> list[int]:
