@@ -416,10 +416,6 @@ class Request:
         def load_object(key: str, formats: frozenset, orient: bool = True):
             if (key, orient) in loaded:
                 return loaded[key, orient]
-            keys = {k for k, _ in loaded}
-            if key not in keys and len(keys) >= config.max_watermark_images:
-                raise OssError("WatermarkError", f"At most {config.max_watermark_images} distinct "
-                               "watermark images can be used on one image.", "0040-00000026")
             missing = OssError("WatermarkError", "The watermark object does not exist.",
                                "0040-00000025")
             if not is_object_key(key):
