@@ -22,6 +22,7 @@ import math
 import os
 import platform
 import random
+import resource
 import shutil
 import signal
 import statistics
@@ -53,6 +54,9 @@ THREADS = 4          # gunicorn threads per worker; thumbor ENGINE_THREADPOOL_SI
 CONNECTIONS = 8
 PEER_QUALITY = 90    # JPEG/WebP quality every server is given (OSS's own default is 82)
 WRK_THREADS = 2
+HTTP_FLOOR = "OpenCV floor over HTTP"   # bench/http_floor.py, loaded on baseline JPEGs only
+MARGIN_1 = "imgmiddleware (margin 1)"   # shrink_on_load_margin 1, loaded on progressive JPEGs only
+DIAGNOSTIC = {HTTP_FLOOR: "jpeg-baseline", MARGIN_1: "jpeg-progressive"}
 PACKAGES = ("lomiri-wallpapers-16.04", "lomiri-wallpapers-20.04", "mate-backgrounds",
             "plasma-workspace-wallpapers")
 MIN_MP, MAX_MP, MAX_BYTES = 2.0, 24.0, 18_000_000
@@ -247,10 +251,14 @@ class Proc:
         self.proc = None
 
 
-def ours(root: Path, work: Path, cached: bool) -> tuple[Proc, str]:
+def ours(root: Path, work: Path, cached: bool, margin: float | None = None) -> tuple[Proc, str]:
+    """imgmiddleware serve as deployed (cached) or computing every answer; ``margin`` overrides
+    shrink_on_load_margin (OSS's bytes need the default, 2; 1 is the operator's speed setting)."""
     port = free_port()
-    cfg = work / f"imgmw-{'cached' if cached else 'uncached'}.toml"
+    label = "cached" if cached else ("uncached" if margin is None else f"margin-{margin:g}")
+    cfg = work / f"imgmw-{label}.toml"
     cfg.write_text(
+        (f'shrink_on_load_margin = {margin}\n' if margin is not None else '') +
         f'cache_memory_bytes = {64 * 1024 * 1024 if cached else 0}\n'
         f'cache_dir = "{work / "imgmw-cache" if cached else ""}"\n'
         f'workers = {WORKERS}\nthreads = {THREADS}\nmax_requests = 0\nmax_requests_jitter = 0\n'
@@ -259,7 +267,7 @@ def ours(root: Path, work: Path, cached: bool) -> tuple[Proc, str]:
     exe = shutil.which("imgmiddleware")
     base = [exe] if exe else [sys.executable, "-m", "imgmiddleware.cli"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMGMW_")}
-    p = Proc("imgmiddleware" + (" (cached)" if cached else ""),
+    p = Proc("imgmiddleware" + (" (cached)" if cached else "" if margin is None else f" (margin {margin:g})"),
              base + ["--config", str(cfg), "serve", "--root", str(root), "--bind", f"127.0.0.1:{port}",
                      "--workers", str(WORKERS), "--threads", str(THREADS)],
              f"http://127.0.0.1:{port}/corpus/", work / f"{cfg.stem}.log", ROOT, env)
@@ -318,6 +326,19 @@ http {{
     return p, f"http://127.0.0.1:{port}"
 
 
+def floor_http(root: Path, work: Path) -> tuple[Proc, str]:
+    """bench/http_floor.py under gunicorn's gthread worker, laid out as ours (2 x 4): the floor's
+    work behind the thinnest Python HTTP serving, to split the floor gap into HTTP and the rest."""
+    port = free_port()
+    gunicorn = shutil.which("gunicorn") or str(Path(sys.executable).with_name("gunicorn"))
+    env = {**os.environ, "IMGMW_FLOOR_ROOT": str(root)}
+    p = Proc(HTTP_FLOOR, [gunicorn, "-k", "gthread", "-w", str(WORKERS), "--threads", str(THREADS),
+                          "-b", f"127.0.0.1:{port}", "--chdir", str(HERE), "--log-level", "warning",
+                          "http_floor:application"],
+             f"http://127.0.0.1:{port}/", work / "http-floor.log", HERE, env)
+    return p, f"http://127.0.0.1:{port}"
+
+
 def url_for(server: str, name: str, size: int | None) -> str:
     if size is None:
         return f"/corpus/{name}"
@@ -325,7 +346,7 @@ def url_for(server: str, name: str, size: int | None) -> str:
         return f"/corpus/{name}?x-oss-process=image/resize,m_lfit,w_{size},h_{size}"
     if server == "thumbor":
         return f"/unsafe/fit-in/{size}x{size}/corpus/{name}"
-    if server == "nginx":
+    if server in ("nginx", HTTP_FLOOR):
         return f"/fit{size}/corpus/{name}"
     raise ValueError(server)
 
@@ -347,6 +368,18 @@ def tree_pids(pid: int) -> list[int]:
         out.append(p)
         todo += kids.get(p, [])
     return out
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the live processes of a tree have used so far."""
+    ticks = 0
+    for p in tree_pids(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])          # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _proc_kb(pid: int, name: str, field: str) -> int:
@@ -472,10 +505,16 @@ def load(wrk: str, server: Proc, base: str, paths: list[str], duration: float, w
     script.write_text(LIST_LUA)
     sampler = MemorySampler(server.proc.pid)
     sampler.start()
+    server_cpu, client = tree_cpu_s(server.proc.pid), resource.getrusage(resource.RUSAGE_CHILDREN)
     r = run_wrk(wrk, base + paths[0], WRK_THREADS, CONNECTIONS, duration, script, (listfile,))
+    server_cpu = tree_cpu_s(server.proc.pid) - server_cpu
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     worker, tree, pss = sampler.finish()
     r.pop("text", None)
     r["rss_worker"], r["rss_tree"], r["pss_tree"] = worker, tree, pss
+    # where the 2 cores went: the server's CPU per answer, and the load generator's share of the cores
+    r["cpu_ms"] = server_cpu * 1000 / r["requests"] if r.get("requests") else float("nan")
+    r["client_cores"] = (after.ru_utime + after.ru_stime - client.ru_utime - client.ru_stime) / max(1, round(duration))
     return r
 
 
@@ -545,6 +584,8 @@ def main(argv=None) -> int:
         procs["thumbor"], bases["thumbor"] = thumbor(root, work)
     if "nginx" in peers:
         procs["nginx"], bases["nginx"] = nginx(root, work)
+    procs[HTTP_FLOOR], bases[HTTP_FLOOR] = floor_http(root, work)
+    procs[MARGIN_1], bases[MARGIN_1] = ours(root, work, False, margin=1.0)
     results: dict = {"workloads": {}, "notes": notes, "peers": peers, "corpus": items}
     try:
         for name, p in list(procs.items()):
@@ -554,7 +595,7 @@ def main(argv=None) -> int:
                 notes.append(f"{name} did not start: {str(e)[-600:]}")
                 procs.pop(name)
                 bases.pop(name)
-        http = [s for s in procs if s != "imgmiddleware (cached)"]
+        http = [s for s in procs if s != "imgmiddleware (cached)" and s not in DIAGNOSTIC]
         results["idle_rss"] = idle_rss({s: procs[s] for s in http}, bases, items)
         kinds = [k for k in ("jpeg-baseline", "jpeg-progressive", "png", "webp")
                  if any(i["kind"] == k for i in items)]
@@ -562,14 +603,15 @@ def main(argv=None) -> int:
             names = [i["name"] for i in items if i["kind"] == kind]
             for size in (SIZES[:1] if args.smoke else SIZES):
                 wl = f"{kind} fit {size}"
-                print(f"{wl}: verifying {len(names)} URLs on {', '.join(http)}", flush=True)
+                loaded = http + [s for s, k in DIAGNOSTIC.items() if k == kind and s in procs]
+                print(f"{wl}: verifying {len(names)} URLs on {', '.join(loaded)}", flush=True)
                 entry = {"kind": kind, "size": size, "servers": {}, "files": len(names)}
-                ver = verify({s: bases[s] for s in http}, names, size, corpus)
+                ver = verify({s: bases[s] for s in loaded}, names, size, corpus)
                 entry["mismatch"] = ver.pop("_mismatch")
-                for s in http:
+                for s in loaded:
                     entry["servers"][s] = {**ver[s], "runs": []}
                 for r in range(rounds):
-                    order = http if r % 2 == 0 else http[::-1]
+                    order = loaded if r % 2 == 0 else loaded[::-1]
                     for s in order:
                         paths = [url_for(s, n, size) for n in names]
                         entry["servers"][s]["runs"].append(load(wrk, procs[s], bases[s], paths, duration, work))
@@ -581,6 +623,7 @@ def main(argv=None) -> int:
                         entry["servers"][label] = {"bytes": res["bytes"], "ssim": res["ssim"], "psnr": res["psnr"],
                                                    "runs": [{"rps": res["ops"], "p50": res["p50"],
                                                              "p99": res["p99"], "errors": "-",
+                                                             "cpu_ms": res["mean"], "client_cores": 0.0,
                                                              "rss_worker": float("nan"),
                                                              "rss_tree": float("nan"),
                                                              "pss_tree": float("nan")}]}

@@ -271,6 +271,33 @@ WHY = {
 }
 
 
+def floor_split(wl) -> list[str]:
+    """Where the gap between the in-process floor and us goes, on baseline JPEGs: the same work
+    behind the thinnest HTTP serving (bench/http_floor.py), server CPU per answer, and the cores the
+    load generator itself takes from the two the servers share."""
+    rows = []
+    for name, e in wl.items():
+        fl, hf, ours = (e["servers"].get(k) for k in ("OpenCV floor", "OpenCV floor over HTTP", OURS))
+        if e["kind"] != "jpeg-baseline" or not (fl and hf and ours):
+            continue
+        rates = [med(x["runs"], "rps") for x in (fl, hf, ours)]
+        cpu = [med(x["runs"], "cpu_ms") for x in (fl, hf, ours)]
+        rows.append(f"| {name} | {rates[0]:.1f} | {rates[1]:.1f} ({ratio(rates[1], rates[0]):.2f}x) | "
+                    f"{rates[2]:.1f} ({ratio(rates[2], rates[0]):.2f}x; {ratio(rates[2], rates[1]):.2f}x "
+                    f"over HTTP) | {f(cpu[0], '{:.1f}')} / {f(cpu[1], '{:.1f}')} / {f(cpu[2], '{:.1f}')} | "
+                    f"{f(med(hf['runs'], 'client_cores'))} / {f(med(ours['runs'], 'client_cores'))} |")
+    if not rows:
+        return []
+    return ["### The floor gap, split", "",
+            "The floor's work in one process, behind gunicorn's gthread worker with nothing else "
+            "(`bench/http_floor.py`: read the file, OpenCV, answer; the same bytes), and in imgmiddleware. "
+            "CPU ms/req is the server tree's user + system time per answer (the in-process floor: its "
+            "mean time per thumbnail); wrk cores is what the load generator took of the two cores the "
+            "servers share with it.", "",
+            "| workload | floor req/s | floor over HTTP req/s | imgmiddleware req/s | CPU ms/req floor / "
+            "over HTTP / ours | wrk cores over HTTP / ours |", "|---|---|---|---|---|---|", *rows, ""]
+
+
 def write_report(res, md: Path, chart: Path, venv_py: Path | None, json_path: Path) -> None:
     meta, wl = res["meta"], res["workloads"]
     lines = ["# Benchmarks", "",
@@ -287,6 +314,7 @@ def write_report(res, md: Path, chart: Path, venv_py: Path | None, json_path: Pa
     lines.append("")
     if misses:
         lines += ["Missed, and why (best reading of the figures; the profile is the authority):", "", *misses, ""]
+    lines += floor_split(wl)
     lines += ["## Setup", "",
               f"- machine: {meta['machine']}; Python {meta['python']}, OpenCV {meta['cv2']}",
               f"- load: {meta['load']}, {meta['wrk'].split(' Copyright')[0]}; servers A/B alternated each round; figures are "
@@ -318,8 +346,9 @@ def write_report(res, md: Path, chart: Path, venv_py: Path | None, json_path: Pa
     lines += ["", "## Results", "",
               "Ratios are to thumbor in the same run; floor share = req/s over the OpenCV floor's.", "",
               "| workload | server | req/s | x thumbor | floor share | p50 ms | p99 ms | p99 x thumbor "
-              "| RSS/worker MB | RSS tree MB | PSS tree MB | PSS x thumbor | out KB | SSIM | PSNR dB |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| RSS/worker MB | RSS tree MB | PSS tree MB | PSS x thumbor | CPU ms/req | wrk cores "
+              "| out KB | SSIM | PSNR dB |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, e in wl.items():
         t = e["servers"].get("thumbor")
         fl = e["servers"].get("OpenCV floor")
@@ -335,6 +364,7 @@ def write_report(res, md: Path, chart: Path, venv_py: Path | None, json_path: Pa
                 f"{f(maxv(runs, 'rss_worker'), '{:.0f}')} | {f(maxv(runs, 'rss_tree'), '{:.0f}')} | "
                 f"{f(maxv(runs, 'pss_tree'), '{:.0f}')} | "
                 f"{f(ratio(maxv(runs, 'pss_tree'), maxv(t['runs'], 'pss_tree')) if t else float('nan'))} | "
+                f"{f(med(runs, 'cpu_ms'), '{:.1f}')} | {f(med(runs, 'client_cores'))} | "
                 f"{f(v.get('bytes', float('nan')) / 1024, '{:.1f}')} | {f(v.get('ssim', float('nan')), '{:.4f}')} | "
                 f"{f(v.get('psnr', float('nan')), '{:.1f}')} |")
     errs = [f"{n} / {s}: {r['errors']}" for n, e in wl.items() for s, v in e["servers"].items()

@@ -27,7 +27,8 @@ def test_peers_harness_smoke(tmp_path):
     for row in ("| jpeg-baseline fit 200 | imgmiddleware |", "| jpeg-baseline fit 200 | OpenCV floor |",
                 "| png fit 200 | imgmiddleware |", "| png fit 200 | OpenCV floor |",
                 "| cached hit fit 200 | imgmiddleware (cached) |", "| cached hit fit 200 | raw object |",
-                "| mixed Zipf | imgmiddleware |"):
+                "| mixed Zipf | imgmiddleware |", "| jpeg-baseline fit 200 | OpenCV floor over HTTP |",
+                "### The floor gap, split"):
         assert row in text, row
     assert "| baseline JPEGs, req/s vs the OpenCV floor (the same output bytes) |" in text
     results = json.loads((work / "peers.json").read_text())
@@ -37,6 +38,8 @@ def test_peers_harness_smoke(tmp_path):
             assert all(run["rps"] > 0 for run in figures["runs"]), (name, server, figures["runs"])
             if server.startswith("imgmiddleware"):     # the tree's memory, shared pages counted once
                 assert all(0 < run["pss_tree"] < run["rss_tree"] for run in figures["runs"]), figures
+            if server in ("imgmiddleware", "OpenCV floor over HTTP"):   # where the cores went
+                assert all(run["cpu_ms"] > 0 and run["client_cores"] > 0 for run in figures["runs"]), figures
             if "ssim" in figures:     # thumbnails of smooth gradients: close to the reference
                 assert 0.9 < figures["ssim"] <= 1.0, (name, server, figures["ssim"])
     assert any("ssim" in figures for entry in results["workloads"].values()
@@ -46,6 +49,8 @@ def test_peers_harness_smoke(tmp_path):
         if entry["kind"] in ("jpeg-baseline", "png"):
             servers = entry["servers"]
             assert servers["OpenCV floor"]["bytes"] == servers["imgmiddleware"]["bytes"], name
+            if entry["kind"] == "jpeg-baseline":     # and so does the thinnest server around it
+                assert servers["OpenCV floor over HTTP"]["bytes"] == servers["imgmiddleware"]["bytes"]
     assert "Errors\n\nnone" in text, text
 
 
