@@ -114,12 +114,13 @@ TEXT_CHOICE = (
     "beside an image's decode and encode.")
 SHRINK_CHOICE = (
     "`bench/shrink_bench.py`: a >= 12 MP photo as an opaque WebP (q85) and as its JPEG, thumbnails "
-    "through the engine in one process with shrink_on_load on and off. OpenCV's reduced WebP decode "
-    "saves a quarter of the decode at 1/8 (libwebp's own scaled decoding, which libvips uses, would save "
-    "more, but no well-kept Python binding exposes it: pywebp declares only use_threads of "
-    "WebPDecoderOptions, imagecodecs and Pillow no scaling), so the gain is 1.1-1.7x on small "
-    "thumbnails against JPEG's 1.5-4x; the geometry is that of a full decode by construction, the "
-    "pixels within 35-50 dB of it (41-47 dB at the default margin, 2). A WebP with alpha is decoded whole (the reduced flags give 3 channels).")
+    "through the engine in one process with shrink_on_load on and off; then, on the corpus WebPs, "
+    "libwebp's own scaled decode (what libvips uses; no maintained Python binding exposes it, so "
+    "imaging/webp_scaled.py reaches the libwebp Pillow ships through ctypes) against OpenCV's reduced "
+    "decode, which decodes the whole frame and then shrinks it with a 2-tap filter. Shipped: libwebp "
+    "at 1/4 and 1/8 (about the same time, 14-38x less memory, cleaner pixels where OpenCV's filter "
+    "aliases), OpenCV at 1/2 (an exact 2x2 average, about a tenth faster). The geometry is that of "
+    "a full decode by construction. A WebP with alpha is decoded whole (both paths give 3 channels).")
 LARGE_CHOICE = (
     "`bench/large_output_bench.py`: the encode alone of a 27 MP photo (four wallpapers stitched 2 x 2) "
     "as `format,webp` at q82, one thread: OpenCV's encoder (libwebp's simple API, method 4, what every "

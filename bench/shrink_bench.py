@@ -14,8 +14,8 @@ and its reduced ones (1/2, 1/4, 1/8), the sizes they give checked against ``deco
 Last, a separate table: libwebp's own scaled decode (``WebPDecoderOptions.use_scaling``, what libvips
 uses) against OpenCV's reduced WebP decode (a full decode, then ``resize`` INTER_LINEAR_EXACT), on the
 WebP files of the peers corpus (bench/out/peers/root/corpus/, ``--corpus``; without it, the q85 WebP
-above). libwebp is reached through ctypes, on the copy Pillow's wheel ships -- for this measurement
-only, nothing in imgmiddleware/ uses it. Per file and factor 1, 2, 4, 8: the median time of the two
+above). libwebp is imaging/webp_scaled.py's (ctypes, on the copy Pillow's wheel ships), which the
+engine uses at 1/4 and 1/8; here at every factor. Per file and factor 1, 2, 4, 8: the median time of the two
 decoders (interleaved in each repetition, so background load hits both alike), the mean absolute
 difference of their pixels, and the peak memory each holds beyond the input bytes (VmHWM in a fresh
 subprocess per decoder and factor, the high-water mark reset just before the decode); then whole
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import ctypes.util
 import os
 import statistics
 import subprocess
@@ -47,7 +46,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from imgmiddleware import Config  # noqa: E402
-from imgmiddleware.imaging.decode import REDUCED_FLAGS, decode, reduced_size  # noqa: E402
+from imgmiddleware.imaging import webp_scaled  # noqa: E402
+from imgmiddleware.imaging.decode import REDUCED_FLAGS, reduced_size  # noqa: E402
 from imgmiddleware.imaging.probe import probe  # noqa: E402
 from imgmiddleware.process import parse, run  # noqa: E402
 from imgmiddleware.process.plan import make_plan  # noqa: E402
@@ -79,105 +79,29 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
                          / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))))
 
 
-# --- libwebp's own scaled decode, through ctypes: for the last table only, never shipped -------------
-# No maintained Python binding exposes WebPDecoderOptions.use_scaling (pywebp declares only
-# use_threads; imagecodecs and Pillow do not scale), so this mirrors the few structs of libwebp's
-# src/webp/decode.h (1.x) it needs. All are passed by pointer: only field order and C types matter.
+# --- libwebp's own scaled decode: imaging/webp_scaled.py's, at every factor for the comparison -------
 
 DEFAULT_CORPUS = HERE / "out" / "peers" / "root" / "corpus"
-WEBP_DECODER_ABI_VERSION = 0x0209    # WebPInit*Internal compare the major byte only
-MODE_BGR, MODE_BGRA = 2, 3           # WEBP_CSP_MODE values in OpenCV's channel order
-VP8_STATUS_OK = 0
-_int, _u8p = ctypes.c_int, ctypes.POINTER(ctypes.c_uint8)
-
-
-class WebPBitstreamFeatures(ctypes.Structure):
-    _fields_ = [("width", _int), ("height", _int), ("has_alpha", _int), ("has_animation", _int),
-                ("format", _int), ("pad", ctypes.c_uint32 * 5)]
-
-
-class WebPRGBABuffer(ctypes.Structure):      # packed samples: the view used here
-    _fields_ = [("rgba", _u8p), ("stride", _int), ("size", ctypes.c_size_t)]
-
-
-class WebPYUVABuffer(ctypes.Structure):      # planar samples: unused, but it sizes the union
-    _fields_ = ([(c, _u8p) for c in "yuva"] + [(f"{c}_stride", _int) for c in "yuva"]
-                + [(f"{c}_size", ctypes.c_size_t) for c in "yuva"])
-
-
-class WebPDecBuffer(ctypes.Structure):
-    class _U(ctypes.Union):
-        _fields_ = [("RGBA", WebPRGBABuffer), ("YUVA", WebPYUVABuffer)]
-    _fields_ = [("colorspace", _int), ("width", _int), ("height", _int),
-                ("is_external_memory", _int),          # 1: write into u.RGBA, allocate no output
-                ("u", _U), ("pad", ctypes.c_uint32 * 4), ("private_memory", _u8p)]
-
-
-class WebPDecoderOptions(ctypes.Structure):
-    _fields_ = [(name, _int) for name in (
-        "bypass_filtering", "no_fancy_upsampling", "use_cropping", "crop_left", "crop_top",
-        "crop_width", "crop_height", "use_scaling", "scaled_width", "scaled_height", "use_threads",
-        "dithering_strength", "flip", "alpha_dithering_strength")] + [("pad", ctypes.c_uint32 * 5)]
-
-
-class WebPDecoderConfig(ctypes.Structure):
-    _fields_ = [("input", WebPBitstreamFeatures), ("output", WebPDecBuffer),
-                ("options", WebPDecoderOptions)]
-
-
-_LIBWEBP: list = []
 
 
 def libwebp() -> ctypes.CDLL:
-    """The libwebp Pillow's wheel ships (pillow.libs/ beside PIL), else the system's; loaded once."""
-    if not _LIBWEBP:
-        import PIL
-        bundled = sorted((Path(PIL.__file__).parent.parent / "pillow.libs").glob("libwebp-*.so*"))
-        name = str(bundled[0]) if bundled else ctypes.util.find_library("webp")
-        if not name:
-            raise RuntimeError("no libwebp shared library (neither Pillow's wheel copy nor the system's)")
-        lib = ctypes.CDLL(name)
-        config_p = ctypes.POINTER(WebPDecoderConfig)
-        lib.WebPGetFeaturesInternal.argtypes = [ctypes.c_char_p, ctypes.c_size_t,
-                                                ctypes.POINTER(WebPBitstreamFeatures), _int]
-        lib.WebPInitDecoderConfigInternal.argtypes = [config_p, _int]
-        lib.WebPDecode.argtypes = [ctypes.c_char_p, ctypes.c_size_t, config_p]
-        lib.WebPFreeDecBuffer.argtypes = [ctypes.POINTER(WebPDecBuffer)]
-        _LIBWEBP.append((lib, Path(name).name))
-    return _LIBWEBP[0][0]
+    """The libwebp imaging/webp_scaled.py decodes with (Pillow's wheel copy, else the system's)."""
+    lib = webp_scaled.library()
+    if lib is None:
+        raise RuntimeError("no usable libwebp (neither Pillow's wheel copy nor the system's)")
+    return lib
 
 
-def libwebp_decode(data: bytes, factor: int = 1, threads: int = 0) -> np.ndarray:
-    """BGR pixels of an opaque still WebP at (w // factor, h // factor), the size OpenCV's reduced
-    decode gives. With factor > 1 libwebp's rescaler (an area average) shrinks the rows as they are
-    decoded, so no full-size frame is ever held; the output is written straight into a numpy array."""
-    lib, config = libwebp(), WebPDecoderConfig()
-    if not lib.WebPInitDecoderConfigInternal(config, WEBP_DECODER_ABI_VERSION):
-        raise RuntimeError("libwebp: decoder ABI mismatch")
-    status = lib.WebPGetFeaturesInternal(data, len(data), config.input, WEBP_DECODER_ABI_VERSION)
-    if status != VP8_STATUS_OK:
-        raise RuntimeError(f"libwebp: WebPGetFeatures status {status}")
-    width, height = config.input.width // factor, config.input.height // factor
-    options = config.options
-    options.use_threads = threads
-    if factor > 1:
-        options.use_scaling, options.scaled_width, options.scaled_height = 1, width, height
-    out = np.empty((height, width, 3), np.uint8)
-    output = config.output
-    output.colorspace, output.is_external_memory = MODE_BGR, 1
-    output.u.RGBA.rgba = out.ctypes.data_as(_u8p)
-    output.u.RGBA.stride, output.u.RGBA.size = width * 3, out.nbytes
-    status = lib.WebPDecode(data, len(data), config)
-    lib.WebPFreeDecBuffer(output)     # nothing to free with external memory; the API asks for it
-    if status != VP8_STATUS_OK:
-        raise RuntimeError(f"libwebp: WebPDecode status {status}")
-    return out
+def libwebp_decode(data: bytes, factor: int = 1) -> np.ndarray:
+    """BGR pixels at (w // factor, h // factor) by libwebp (its rescaler, an area average, shrinks the
+    rows as they are decoded): what decode.py uses at 1/4 and 1/8, here at every factor."""
+    return webp_scaled.decode_with(libwebp(), data, factor)
 
 
 def opencv_decode(data: bytes, factor: int) -> np.ndarray:
-    """The engine's own WebP decode (decode.decode): for factor > 1, OpenCV decodes the whole image,
+    """OpenCV's WebP decode (the engine's at 1/1 and 1/2): for factor > 1 it decodes the whole image,
     then resizes it with INTER_LINEAR_EXACT (a 2-tap filter, so 1/4 and 1/8 skip pixels)."""
-    return decode(data, "webp", factor)
+    return cv2.imdecode(np.frombuffer(data, np.uint8), REDUCED_FLAGS[factor] | cv2.IMREAD_IGNORE_ORIENTATION)
 
 
 DECODERS = {"opencv": opencv_decode, "libwebp": libwebp_decode}
@@ -229,10 +153,11 @@ def peak_mb(decoder: str, factor: int, file: Path) -> float:
 def libwebp_table(files: list[Path], iterations: int) -> None:
     """OpenCV's reduced WebP decode against libwebp's scaled one: decoders alone, then thumbnails."""
     lib = libwebp()
+    lib.WebPGetDecoderVersion.restype = ctypes.c_int
     version = lib.WebPGetDecoderVersion()
     load = "/".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"\n{'=' * 100}\nlibwebp scaled decode (ctypes, measurement only)\n{'=' * 100}\n")
-    print(f"libwebp {version >> 16}.{version >> 8 & 255}.{version & 255} ({_LIBWEBP[0][1]}), "
+    print(f"\n{'=' * 100}\nlibwebp scaled decode (imaging/webp_scaled.py) against OpenCV's reduced decode\n{'=' * 100}\n")
+    print(f"libwebp {version >> 16}.{version >> 8 & 255}.{version & 255} ({Path(lib._name).name}), "
           f"use_threads 0, output MODE_BGR into numpy; OpenCV {cv2.__version__} (decode.decode); "
           f"{len(files)} WebP files; median of {iterations} interleaved repetitions; peak = VmHWM "
           f"above VmRSS in a fresh process per decoder and factor; load average before: {load}\n")

@@ -1,5 +1,9 @@
 """Decode once into 8-bit BGR or BGRA, with OpenCV (PNG with imagecodecs' libpng, to the same pixels);
-JPEG and opaque WebP may decode reduced (shrink-on-load).
+JPEG and opaque WebP may decode reduced (shrink-on-load), a WebP at 1/4 or 1/8 by libwebp's own
+scaled decode (webp_scaled.py), which never holds the full-size frame of a lossy WebP.
+
+Which decoder runs is one table lookup per format and scale (:func:`_decoder`): NATIVE for a full
+decode, REDUCED for a reduced one, OpenCV for everything they leave.
 
 EXIF orientation is never applied here (IMREAD_IGNORE_ORIENTATION): the pipeline applies it itself,
 so it can be switched off with auto-orient,0 and so the planner knows the geometry.
@@ -7,7 +11,9 @@ so it can be switched off with auto-orient,0 and so the planner knows the geomet
 A decoder that fails on the source's bytes -- OpenCV returning nothing or raising ``cv2.error``, Pillow
 or pillow-heif raising -- is a DecodeError (the client's 400, corrupt source): :func:`decoding` wraps
 each decoder call and nothing else, so a ``cv2.error`` from our own work on pixels that decoded fine
-(``to_bgr``, colour conversion, the actions) stays a bug, a logged 500.
+(``to_bgr``, colour conversion, the actions) stays a bug, a logged 500. libwebp's scaled decode fails
+the same way (a non-OK VP8StatusCode, webp_scaled.WebPError), so a damaged WebP is the same 400 at
+every scale.
 """
 
 from __future__ import annotations
@@ -17,13 +23,15 @@ import os
 import struct
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
+from typing import Callable, NamedTuple
 
 import cv2
 import numpy as np
 from imagecodecs import png_decode as libpng_decode   # loads its PNG codec alone, not the others
 from PIL import Image
 
-from . import colour, heif, jpeg_scans
+from . import colour, heif, jpeg_scans, webp_scaled
 from .pixels import swap_red_blue
 from .probe import PILLOW_BOMB, PILLOW_ERRORS, too_many_pixels
 
@@ -38,7 +46,7 @@ class DecodeError(Exception):
 # OpenCV raises cv2.error from inside imdecode/imdecodeanimation on some inputs instead of returning
 # nothing: e.g. a size over its own CV_IO_MAX_IMAGE_PIXELS (1 Gpx) that our limits let through when
 # an operator raised them, checked outside libtiff/libpng's error handling.
-DECODER_ERRORS = (cv2.error, *PILLOW_ERRORS)
+DECODER_ERRORS = (cv2.error, webp_scaled.WebPError, *PILLOW_ERRORS)
 
 
 @contextmanager
@@ -55,14 +63,16 @@ def decoding(what: str = "image"):
 
 def can_reduce(probe) -> bool:
     """Whether a source's decoder can give its pixels at 1/2, 1/4 or 1/8 scale directly (shrink-on-
-    load): libjpeg by DCT scaling; libwebp, through OpenCV's reduced flags, for a still opaque WebP
-    (those flags give 3 channels, so a WebP with alpha is decoded whole)."""
+    load): libjpeg by DCT scaling; for a still opaque WebP, OpenCV's reduced flags at 1/2 and
+    libwebp's scaled decode at 1/4 and 1/8 (REDUCED), both 3 channels, so a WebP with alpha is
+    decoded whole."""
     return probe.format == "jpg" or (probe.format == "webp" and probe.mode == "RGB" and probe.frames == 1)
 
 
 def reduced_size(width: int, height: int, factor: int, fmt: str = "jpg") -> tuple[int, int]:
     """The size a reduced decode produces at 1/factor scale: libjpeg rounds each side up, OpenCV's
-    WebP decoder down (bench/shrink_bench.py checks both against the decoders)."""
+    WebP decoder down, and libwebp's scaled decode is asked for that same size (bench/shrink_bench.py
+    checks them against the decoders)."""
     if fmt == "webp":
         return width // factor, height // factor
     return -(-width // factor), -(-height // factor)
@@ -94,7 +104,9 @@ def _pillow_jpeg(data: bytes | memoryview, mode: str, reduce: int) -> Image.Imag
 
 def decode(data: bytes | memoryview, fmt: str, reduce: int = 1, keep_16bit: bool = False
            ) -> np.ndarray:
-    native = NATIVE.get(fmt) if reduce == 1 else None
+    """Pixels of one still image at 1/reduce scale: the NATIVE or REDUCED decoder for this format
+    and scale if there is one and it takes the file, else OpenCV."""
+    native = _decoder(fmt, reduce)
     if native is not None:
         with decoding():
             img = native(data)
@@ -175,6 +187,34 @@ def _png(data: bytes | memoryview) -> np.ndarray | None:
 # Decoders used instead of OpenCV's for a full-size decode of a format; each returns None for a file
 # it leaves to OpenCV.
 NATIVE = {"png": _png}
+
+
+class Reduced(NamedTuple):
+    scales: Callable[[int], bool]     # factor -> whether this decoder takes that reduced decode
+    decode: Callable[..., np.ndarray | None]   # (data, factor) -> BGR pixels, or None for OpenCV
+
+
+# Decoders used instead of OpenCV's for a reduced decode of a format. WebP at 1/4 and 1/8: libwebp's
+# scaled decode, an area average that holds no full-size frame of a lossy WebP (OpenCV decodes whole,
+# then resizes with a 2-tap filter that aliases); at 1/2 OpenCV's exact 2x2 average is ~12% faster,
+# so 1/2 stays with it (webp_scaled.py, bench/shrink_bench.py). Without a usable libwebp, OpenCV.
+REDUCED = {"webp": Reduced(webp_scaled.scales, webp_scaled.decode_scaled)}
+
+
+def _decoder(fmt: str, reduce: int) -> Callable[[bytes | memoryview], np.ndarray | None] | None:
+    """The non-OpenCV decoder of this format at 1/reduce scale, if any (one rule per format)."""
+    if reduce == 1:
+        return NATIVE.get(fmt)
+    reduced = REDUCED.get(fmt)
+    if reduced is not None and reduced.scales(reduce):
+        return partial(reduced.decode, factor=reduce)
+    return None
+
+
+def reduces_natively(fmt: str, reduce: int) -> bool:
+    """Whether a reduced decode of ``fmt`` at 1/reduce is REDUCED's rather than OpenCV's (the budget
+    prices them differently: OpenCV holds the full-size frame)."""
+    return reduce > 1 and _decoder(fmt, reduce) is not None
 
 
 @dataclass

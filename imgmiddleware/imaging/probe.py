@@ -136,6 +136,7 @@ class Probe:
     jfif_density: tuple[int, int, int] | None = None   # JPEG's JFIF (unit, x, y); unit 0, 1 dpi, 2 dpcm
     jpeg_sampling: tuple[tuple[int, int], ...] = ()     # JPEG: each component's (h, v) sampling factors
     bit_depth: int = 8          # bits a sample: 16 for a 16-bit PNG (Pillow opens some as 8-bit modes)
+    lossless: bool = False      # a WebP whose image is VP8L: libwebp decodes it whole, at any scale
 
     @property
     def pixels(self) -> int:
@@ -239,7 +240,22 @@ def probe(data: bytes | memoryview, max_pixels: int | None = None) -> Probe:
         jfif_density=jfif_density,
         jpeg_sampling=sampling,
         bit_depth=bit_depth,
+        lossless=fmt == "webp" and webp_lossless(data),
     )
+
+
+def webp_lossless(data: bytes | memoryview) -> bool:
+    """Whether a WebP's (first) image is a VP8L bitstream: the first VP8 or VP8L chunk after the
+    RIFF header decides; the chunks before it (VP8X, ICCP, ANIM, ...) are skipped unread."""
+    offset, end = 12, len(data)
+    for _ in range(64):
+        if offset + 8 > end:
+            return False
+        kind, length = struct.unpack_from("<4sI", data, offset)
+        if kind in (b"VP8 ", b"VP8L"):
+            return kind == b"VP8L"
+        offset += 8 + length + (length & 1)      # payloads are padded to an even size
+    return False
 
 
 def count_frames(im: Image.Image) -> int:

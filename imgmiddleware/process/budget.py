@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import OssError
-from ..imaging.decode import reduced_size
+from ..imaging.decode import reduced_size, reduces_natively
 from ..imaging.probe import Probe
 from ..ops.base import megapixels
 from .plan import Plan
@@ -34,10 +34,21 @@ OTHER_MS = 60          # a format not listed: as dear as the dearest decoders
 DECODE_PEAK = {"jpg": 2.15, "png": 2.1, "webp": 2.2, "tiff": 2.1, "bmp": 2.1, "gif": 2.7, "avif": 5.7,
                "heic": 2.8}
 OTHER_PEAK = 6.0
-# A reduced decode still holds something at full size (bench/transform_memory_bench.py, 12 MP): a
+# A reduced decode may still hold something at full size (bench/transform_memory_bench.py, 12 MP): a
 # progressive JPEG libjpeg's whole-image coefficients (Probe.coefficient_bytes, 3 bytes a pixel at
-# 4:2:0, at every scale), a WebP OpenCV's full decode, which it then shrinks (3 bytes a pixel).
+# 4:2:0, at every scale); a WebP reduced by OpenCV (1/2, or any factor without a usable libwebp) its
+# full decode, which it then shrinks (3 bytes a pixel; a lossless one libwebp's ARGB too, 4 more).
+# libwebp's own scaled decode (1/4, 1/8: imaging/webp_scaled.py) shrinks a lossy WebP's rows as
+# they are decoded: its output and ~0.1-0.4 MB, nothing at full size; a lossless (VP8L) one it
+# still decodes whole into 4-byte ARGB before scaling.
 FULL_FRAME_REDUCED = {"webp": 1.1}     # format -> the full frame's bytes it holds, as a multiple
+FULL_FRAME_REDUCED_LOSSLESS = {"webp": 2.4}     # the same, for a lossless source
+FULL_FRAME_SCALED = {"webp": 0.0}               # the same, by the REDUCED decoder (decode.py)
+FULL_FRAME_SCALED_LOSSLESS = {"webp": 1.4}
+# Pillow's WebP probe holds two more copies of the source while it reads the header (its read of the
+# file, and the copy libwebp's demuxer takes): before any pixel, so it is a floor, not a term to add.
+# Measured: 2.0 x the source's bytes (3.1 MB lossy, 17.8 MB lossless, 12 MP); other probes read less.
+PROBE_SOURCE_COPIES = {"webp": 2.0}
 # Encoding holds the pixels, a converted copy and the output: 2.5 times the image at worst (a PNG
 # source rotated and written as JPEG: 7.5 bytes a source pixel).
 ENCODE_PEAK = 2.5
@@ -75,9 +86,10 @@ def estimate(plan: Plan, info: Probe) -> Estimate:
     peak = max(peak, held + info.coefficient_bytes * frames)
     if info.bit_depth > 8 and depth == 1:
         peak = max(peak, int(DEEP_SOURCE_PEAK * _bytes(decoded, channels, 1) * frames))
-    if plan.reduce > 1 and info.format in FULL_FRAME_REDUCED:
+    share = _full_frame_share(info, plan.reduce)
+    if share:
         full = _bytes((info.width, info.height), channels, depth) * frames
-        peak = max(peak, held + int(FULL_FRAME_REDUCED[info.format] * full))
+        peak = max(peak, held + int(share * full))
     ctx = plan.context
     for step in plan.steps:
         cost = step.spec.cost(size, step.args, ctx)
@@ -88,8 +100,20 @@ def estimate(plan: Plan, info: Probe) -> Estimate:
     if plan.report is None:
         ms += ENCODE_MS.get(plan.output.format, OTHER_MS) * megapixels(size) * frames
         peak = max(peak, int(ENCODE_PEAK * held))
+    peak = max(peak, int(PROBE_SOURCE_COPIES.get(info.format, 0.0) * plan.context.source_bytes))
     # The source's own bytes are held for the whole request too (a 12 MP PNG: 20 MB).
     return Estimate(ms, peak + FIXED_BYTES + plan.context.source_bytes, size)
+
+
+def _full_frame_share(info: Probe, reduce: int) -> float:
+    """What a reduced decode holds at full size, as a multiple of the full frame's bytes (above)."""
+    if reduce == 1:
+        return 0.0
+    if reduces_natively(info.format, reduce):
+        table = FULL_FRAME_SCALED_LOSSLESS if info.lossless else FULL_FRAME_SCALED
+    else:
+        table = FULL_FRAME_REDUCED_LOSSLESS if info.lossless else FULL_FRAME_REDUCED
+    return table.get(info.format, 0.0)
 
 
 def check(plan: Plan, info: Probe, config) -> Estimate:
