@@ -684,7 +684,7 @@ def run_extras(corpus: Path, quick: bool) -> dict[str, str]:
     the corpus, the text renderers on the font files, the shared cache tier against a remote-like
     origin, WebP shrink-on-load, WebP encoder effort on large outputs, PNG decoders, the memory of
     one transform per source kind, slow clients
-    against both gunicorn workers, and what metrics and the access log cost. Their tables go into the report as
+    against both gunicorn workers, worker x thread layouts for memory, and what metrics and the access log cost. Their tables go into the report as
     they print them."""
     extras = {}
     for name, cmd in (
@@ -704,6 +704,7 @@ def run_extras(corpus: Path, quick: bool) -> dict[str, str]:
             ("memory", [sys.executable, str(HERE / "transform_memory_bench.py")]
              + (["--megapixels", "4", "--repeat", "1"] if quick else [])),
             ("slow", [sys.executable, str(HERE / "slow_client_bench.py")] + (["--smoke"] if quick else [])),
+            ("layout", [sys.executable, str(HERE / "layout_bench.py")] + (["--smoke"] if quick else [])),
             ("operations", [sys.executable, str(HERE / "metrics_bench.py")]
              + (["--duration", "2", "--rounds", "1"] if quick else []))):
         print(f"{name} benchmark ...", flush=True)

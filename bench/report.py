@@ -206,6 +206,19 @@ PROGRESSIVE_CHOICE = (
 
 # The benchmarks behind the engine's choices (peers.run_extras), in the report's order:
 # (extras key, section title, what the benchmark does and what it chose).
+LAYOUT_CHOICE = (
+    "`bench/layout_bench.py`: a fresh `gunicorn -c deploy/gunicorn.conf.py` per layout and round, "
+    "uncached fit-200 thumbnails of the corpus's baseline JPEGs and PNGs under `wrk -t2 -c8`, the "
+    "tree's PSS sampled as in the loads above. Kept: 2 workers x 4 threads, 2 transform slots each. "
+    "Fewer threads or one worker lower the peak (2 x 2: the PNG peak by about a third; 1 x 4 with 4 "
+    "slots: a quarter everywhere) at the same uncached rate, but a thread beyond the slots is what "
+    "lets a cached hit or a plain GET be answered while both slots transform, and one process "
+    "cannot use the second core for small answers (bench/cache_bench.py) nor answer while it is "
+    "recycled. A node short of memory can take either (IMGMW_WORKERS, IMGMW_THREADS, "
+    "transform_slots). Part of each extra thread's cost is the source it reads before it waits "
+    "for a slot. OpenCV's own thread count made no difference on these loads.")
+
+
 EXTRA_SECTIONS = (
     ("progressive", "Progressive JPEG: decoding only what 1/8 needs", PROGRESSIVE_CHOICE),
     ("malloc", "glibc malloc settings for a worker",
@@ -219,6 +232,7 @@ EXTRA_SECTIONS = (
     ("png", "PNG decode", PNG_CHOICE),
     ("memory", "Memory of one transform, by source kind", MEMORY_CHOICE),
     ("slow", "Slow clients: gthread against the event-loop worker", SLOW_CHOICE),
+    ("layout", "Worker and thread layouts: memory against throughput", LAYOUT_CHOICE),
     ("operations", "Operations: what metrics and the access log cost", OPERATIONS_CHOICE),
 )
 
