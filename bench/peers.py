@@ -659,6 +659,8 @@ def main(argv=None) -> int:
         for p in procs.values():
             p.stop()
     if not args.smoke:
+        # the loads' results first: layout_bench.py reads the corpus's kinds from this file
+        (work / "peers.json").write_text(json.dumps(results, indent=1, default=str))
         results["extras"] = run_extras(corpus, quick)
     results["meta"] = {
         "mode": "smoke" if args.smoke else ("quick" if args.quick else "full"),

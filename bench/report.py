@@ -239,48 +239,50 @@ EXTRA_SECTIONS = (
 
 # Why a target is missed, by target: the best reading of the figures (the profile is the authority).
 WHY = {
-    JPEG_T: "Baseline JPEGs at fit 200 are where it is lost (0.95x; fit 512 1.18x, progressive fit 200 "
-            "1.84x). Thumbor on Pillow uses draft (reduced) JPEG decoding too, so on baseline JPEGs the "
-            "gap is what is left after both skip most of the decode: serving (see the floor row). Since "
-            "the run before, the reduced decode keeps a margin of 2 (the margin OSS's own 100x100 "
-            "thumbnail of the SDK sample needs, and libvips's rule: better pixels, a larger decode), and "
-            "requests go through the event-loop worker (issue 15) and are counted and logged (issue 17).",
-    FLOOR_T: "The floor is OpenCV alone making the same bytes from bytes already in memory, two processes "
-             "and no HTTP. In one process, on these files, the engine makes them in 15.2 ms against the "
-             "floor's 13.6 (0.89x: reading the file for each request, the header probe, the plan); the "
-             "rest is serving, on the same 2 cores as wrk: HTTP parsing on the event loop, the hop to a "
-             "worker thread and back, telemetry. py-spy on a worker under this load: 64 % of samples in "
-             "OpenCV's decode, 7 % in the resize, 6 % waking the event loop from the worker thread (the "
-             "self-pipe write of call_soon_threadsafe), 5 % in the loop's select. Two changes were tried "
-             "and dropped: accepting one connection per wake-up of the shared listening socket (8 "
-             "keep-alive connections still split 8/0 to 4/4 between the workers, as before) and a "
-             "shorter GIL switch interval; neither moved the rate beyond the 7 % between rounds. "
-             "Nothing in a baseline JPEG can be skipped beyond what the reduced decode already skips.",
+    JPEG_T: "Baseline JPEGs are where it is lost (0.96x at fit 200, 1.11x at fit 512; progressive 1.70x "
+            "and 1.08x). Thumbor on Pillow decodes JPEGs reduced too, so on baseline JPEGs what is left "
+            "is the fixed cost of a request (the floor row and the split below) and the reduced decode's "
+            "margin of 2, which OSS's own thumbnail bytes need (a larger decode than thumbor's draft).",
+    FLOOR_T: "Split (table below): the floor's own work behind gunicorn's gthread worker and nothing "
+             "else already runs at 0.82-0.85x of the in-process floor, with the load generator taking "
+             "only 0.01-0.02 cores: HTTP serving in Python costs 1-2 ms of CPU a request. Against that "
+             "server we are at 1.00x at fit 512 and 0.83x at fit 200, where a thumbnail costs 23.2 ms "
+             "of CPU against its 19.3: about 4 ms a request is ours, and it shows where the transform "
+             "is shortest. In one process, on these files, the engine is at 0.89x of the floor "
+             "(reading the file, the header probe, the plan); the rest is the event-loop worker's hop "
+             "to a thread and back, revalidating the object through the wrapped app, telemetry "
+             "(38 us a request, Operations below). py-spy on a worker under this load: 64 % of "
+             "samples in OpenCV's decode. Tried and dropped before: one accept per wake-up, a shorter "
+             "GIL switch interval.",
     PROGRESSIVE_T: "At fit 512 a reduced decode that covers the target twice is 1/2 or 1/4: those scales "
-                   "read AC coefficients, so the DC-only rewrite that makes fit 200 1.8x thumbor's rate "
-                   "does not apply, and libjpeg must entropy-decode every scan of a progressive file "
-                   "whatever the scale; thumbor's draft decode pays the same. A rewrite for 1/4 would "
-                   "need the scans of coefficients up to 4 in zigzag order and an exactness proof like "
-                   "the DC-only one's (libjpeg-turbo's 2x2 IDCT reads more than the lowest four).",
-    PNG_VIPS_T: "0.78x at fit 512 and 0.81x at fit 200, up from 0.47-0.51x in the run before: PNG sources "
-                "now decode by imagecodecs' libpng, 1.5x OpenCV's reader (PNG decode, below), and we are "
-                "1.08-1.19x the OpenCV floor. PNG has no reduced decode, so the decode is the work; "
-                "pyvips shrinks while it decodes, row by row, never holding the whole image, and is "
-                "in-process here, with no HTTP.",
-    WEBP_VIPS_T: "0.92x at fit 200, 1.04x at fit 512. libvips decodes WebP straight to the thumbnail's "
-                 "size with libwebp's scaled decoding, which no well-kept Python binding exposes; "
-                 "OpenCV's reduced WebP decode saves only about a quarter (shrink-on-load, below).",
+                   "read AC coefficients, so the DC-only rewrite (fit 200: 1.70x thumbor) does not "
+                   "apply, and libjpeg entropy-decodes every scan whatever the scale; thumbor's draft "
+                   "decode pays the same at a smaller scale. The margin of 2 is what OSS's bytes need; "
+                   "at shrink_on_load_margin 1 (the row `imgmiddleware (margin 1)`, the same server "
+                   "otherwise) the rate is 1.50x thumbor at fit 512 and 2.46x at fit 200. A rewrite for "
+                   "1/4 would need the scans of coefficients up to 4 in zigzag order and an exactness "
+                   "proof like the DC-only one's.",
+    PNG_VIPS_T: "0.74x at fit 200 and 0.81x at fit 512; we are 1.13-1.17x the OpenCV floor (PNG decode by "
+                "imagecodecs' libpng). PNG has no reduced decode, so the decode is the work; pyvips "
+                "shrinks while it decodes, row by row (libspng with zlib-ng), in-process here, with no "
+                "HTTP. No maintained Python binding gives rows of a PNG as they are decoded.",
+    WEBP_VIPS_T: "0.92x at fit 200, 0.96x at fit 512, at 0.88-0.90x of the in-process floor: the HTTP "
+                 "serving share (the floor split above). WebPs at 1/4 and 1/8 now decode by libwebp's "
+                 "scaled decode as libvips does (shrink-on-load, below): the same time as OpenCV's, a "
+                 "fraction of the memory; the VP8 decode itself is the work for both.",
     PNGWEBP_T: "OpenCV has no reduced decode for PNG, so every server pays a full decode.",
     P99_T: "p99 at fixed concurrency follows per-request cost and queueing behind gunicorn's threads; "
            "the misses sit in the workloads where throughput is close to thumbor's.",
-    PSS_T: "The worst workload is the baseline JPEGs (1.79-2.01x), where the idle tree alone (121 MB of "
-           "PSS for the master and two workers with OpenCV, NumPy, Pillow and imagecodecs, shared "
-           "copy-on-write from the master since this run; thumbor's idle tree is 44 MB) is most of our "
-           "peak and more than thumbor's whole peak (90-122 MB): 0.5x is out of reach there for an "
-           "OpenCV server. Where image buffers dominate the peaks are 0.51-0.52x (WebP), 0.85-0.87x "
-           "(PNG) and 0.97-1.05x (progressive JPEG: libjpeg's whole-image coefficients, 3 bytes a "
-           "pixel, at any decode scale). The memory of one transform, and what admission reserves for "
-           "it, is in its own section below.",
+    PSS_T: "The worst workloads are the baseline JPEGs (1.80x at fit 200, 2.01x at fit 512): the idle "
+           "tree alone (118 MB of PSS: the master and two workers with OpenCV, NumPy, Pillow and "
+           "imagecodecs, shared copy-on-write from the master; thumbor's is 43 MB) is most of our peak "
+           "and more than thumbor's whole peak there (87-119 MB), so 0.5x is out of reach for an "
+           "OpenCV server on those. Where images dominate: WebP 0.50-0.53x, PNG 0.83-0.87x, "
+           "progressive JPEG 0.94-1.02x. Each server runs every workload in turn and glibc keeps up to "
+           "256 MB of freed heap a worker (the trim threshold, glibc malloc settings below), so a peak "
+           "carries over from the workload before. Fewer threads a worker lower it (worker layouts, "
+           "below). The memory of one transform, and what admission reserves for it, is in its own "
+           "section.",
     CACHED_T: "A cached hit still revalidates with the origin (static app stat + ETag) and looks up the "
               "cache, on top of the same static-file path the raw object takes.",
 }
