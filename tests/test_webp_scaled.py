@@ -21,6 +21,9 @@ from imgmiddleware.imaging.probe import probe
 from imgmiddleware.process import budget, parse
 from imgmiddleware.process.plan import make_plan
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from shrink_bench import ssim  # noqa: E402  (the measurement's own SSIM, so the figures compare)
+
 from .conftest import FIXTURES, format_of, get, make_client, ok, oss_error, size_of
 
 
@@ -40,18 +43,6 @@ def big(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("webp") / "big.webp"
     path.write_bytes(cv2.imencode(".webp", photo(WIDTH, HEIGHT), [cv2.IMWRITE_WEBP_QUALITY, 90])[1].tobytes())
     return path
-
-
-def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean SSIM of the grey images (Gaussian window 11, sigma 1.5), as bench/shrink_bench.py."""
-    a = cv2.cvtColor(a, cv2.COLOR_BGR2GRAY).astype(np.float64)
-    b = cv2.cvtColor(b, cv2.COLOR_BGR2GRAY).astype(np.float64)
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    blur = lambda x: cv2.GaussianBlur(x, (11, 11), 1.5)  # noqa: E731
-    mu_a, mu_b = blur(a), blur(b)
-    var_a, var_b, cov = blur(a * a) - mu_a ** 2, blur(b * b) - mu_b ** 2, blur(a * b) - mu_a * mu_b
-    return float(np.mean(((2 * mu_a * mu_b + c1) * (2 * cov + c2))
-                         / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))))
 
 
 def mad(a: np.ndarray, b: np.ndarray) -> float:
