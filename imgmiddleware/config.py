@@ -9,6 +9,7 @@ is relative to that file's directory, so a config and its styles move together.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import tomllib
@@ -336,9 +337,10 @@ class Config:
     def output_fingerprint(self) -> str:
         return ";".join(f"{name}={getattr(self, name)}" for name in self.OUTPUT_SETTINGS)
 
-    @property
+    @functools.cached_property
     def webp_effort_rows(self) -> tuple[tuple[int, int], ...]:
-        """webp_effort as EncodeOptions.webp_effort takes it: ((pixels, method), ...)."""
+        """webp_effort as EncodeOptions.webp_effort takes it: ((pixels, method), ...); parsed once
+        per Config (every plan asks for it), when __post_init__ validates it."""
         rows = []
         for row in (r.strip() for r in str(self.webp_effort).split(",")):
             if not row:

@@ -109,7 +109,8 @@ def _load() -> ctypes.CDLL | None:
     return None
 
 
-def _library() -> ctypes.CDLL | None:
+def library() -> ctypes.CDLL | None:
+    """The libwebp loaded on first use (None: none usable); bench/shrink_bench.py measures with it."""
     if not _LIB:
         with _LOCK:
             if not _LIB:
@@ -119,7 +120,7 @@ def _library() -> ctypes.CDLL | None:
 
 def available() -> bool:
     """Whether a usable libwebp was found (loads it on the first call)."""
-    return _library() is not None
+    return library() is not None
 
 
 def scales(factor: int) -> bool:
@@ -132,13 +133,8 @@ def decode_scaled(data: bytes | memoryview, factor: int) -> np.ndarray | None:
     reduced decode gives (decode.reduced_size), written by libwebp straight into a numpy array.
     None to leave it to OpenCV: a factor not in FACTORS, no usable libwebp, a side that would be 0.
     A bitstream libwebp refuses raises WebPError."""
-    lib = _library() if factor in FACTORS else None
+    lib = library() if factor in FACTORS else None
     return None if lib is None else decode_with(lib, data, factor)
-
-
-def library() -> ctypes.CDLL | None:
-    """The libwebp loaded (None: none usable); bench/shrink_bench.py measures through it too."""
-    return _library()
 
 
 def decode_with(lib: ctypes.CDLL, data: bytes | memoryview, factor: int = 1, threads: bool = False

@@ -41,10 +41,10 @@ OTHER_PEAK = 6.0
 # libwebp's own scaled decode (1/4, 1/8: imaging/webp_scaled.py) shrinks a lossy WebP's rows as
 # they are decoded: its output and ~0.1-0.4 MB, nothing at full size; a lossless (VP8L) one it
 # still decodes whole into 4-byte ARGB before scaling.
-FULL_FRAME_REDUCED = {"webp": 1.1}     # format -> the full frame's bytes it holds, as a multiple
-FULL_FRAME_REDUCED_LOSSLESS = {"webp": 2.4}     # the same, for a lossless source
-FULL_FRAME_SCALED = {"webp": 0.0}               # the same, by the REDUCED decoder (decode.py)
-FULL_FRAME_SCALED_LOSSLESS = {"webp": 1.4}
+# (format, by decode.REDUCED's decoder rather than OpenCV, lossless) -> the full frame's bytes a
+# reduced decode holds, as a multiple; anything not listed holds nothing at full size.
+FULL_FRAME_REDUCED = {("webp", False, False): 1.1, ("webp", False, True): 2.4,
+                      ("webp", True, False): 0.0, ("webp", True, True): 1.4}
 # Pillow's WebP probe holds two more copies of the source while it reads the header (its read of the
 # file, and the copy libwebp's demuxer takes): before any pixel, so it is a floor, not a term to add.
 # Measured: 2.0 x the source's bytes (3.1 MB lossy, 17.8 MB lossless, 12 MP); other probes read less.
@@ -109,11 +109,7 @@ def _full_frame_share(info: Probe, reduce: int) -> float:
     """What a reduced decode holds at full size, as a multiple of the full frame's bytes (above)."""
     if reduce == 1:
         return 0.0
-    if reduces_natively(info.format, reduce):
-        table = FULL_FRAME_SCALED_LOSSLESS if info.lossless else FULL_FRAME_SCALED
-    else:
-        table = FULL_FRAME_REDUCED_LOSSLESS if info.lossless else FULL_FRAME_REDUCED
-    return table.get(info.format, 0.0)
+    return FULL_FRAME_REDUCED.get((info.format, reduces_natively(info.format, reduce), info.lossless), 0.0)
 
 
 def check(plan: Plan, info: Probe, config) -> Estimate:
