@@ -93,3 +93,20 @@ def test_text_renderer_benchmark_smoke():
     assert len([r for r in rows if "Pillow FreeType" in r]) == len([r for r in rows if "OpenCV FontFace" in r])
     for name in FONT_NAMES:
         assert any(name in row for row in rows), name
+
+
+def test_request_path_benchmark_smoke():
+    """bench/request_path_bench.py measures this tree beside another revision (a git worktree it
+    removes again) and prints a row per request kind with both trees' figures."""
+    worktrees = subprocess.run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True, text=True).stdout
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "request_path_bench.py"), "--base", "HEAD",
+                           "--rounds", "1", "--repeat", "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in done.stdout.splitlines()
+            if line.startswith("| ") and "request" not in line}
+    assert list(rows) == ["GET object", "GET 304", "cached hit", "uncached fit 200"]
+    for cells in rows.values():
+        figures = [float(c.strip(" |x")) for c in cells]
+        assert len(figures) == 5 and all(f > 0 for f in figures)
+    assert subprocess.run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True,
+                          text=True).stdout == worktrees
