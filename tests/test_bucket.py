@@ -296,6 +296,52 @@ def test_conditional_get(client):
                 headers={"If-Modified-Since": earlier}).status_code == 200
 
 
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_preconditions_as_oss_answers_them(client, method):
+    """OSS's conditional download: If-Match not matching, or an If-Unmodified-Since earlier than
+    the object, is 412 PreconditionFailed (an error, never the object's bytes); If-None-Match
+    matching, or an If-Modified-Since not earlier, is 304; a date that does not parse is ignored."""
+    first = send(client, "GET", BUCKET, "example.jpg")
+    etag, modified = first.headers["ETag"], first.headers["Last-Modified"]
+    stamp = parsedate_to_datetime(modified).timestamp()
+    earlier, later = (formatdate(stamp + d, usegmt=True) for d in (-3600, 3600))
+
+    def status(**headers):
+        answer = send(client, method, BUCKET, "example.jpg",
+                      headers={k.replace("_", "-"): v for k, v in headers.items()})
+        body = answer.get_data()
+        if answer.status_code == 200:
+            assert body == (JPEG if method == "GET" else b"")
+        elif answer.status_code == 412 and method == "GET":
+            error = oss_error(answer)
+            assert (error["Code"], error["EC"], error["header_ec"]) == \
+                ("PreconditionFailed", "0017-00001001", "0017-00001001")
+            assert error["Message"] == "At least one of the pre-conditions you specified did not hold"
+        else:
+            assert body == b""
+            assert answer.status_code != 412 or answer.headers["x-oss-ec"] == "0017-00001001"
+        return answer.status_code
+
+    assert status(If_Match='"0123"') == 412
+    assert status(If_Match=etag) == 200
+    assert status(If_Match='"0123", ' + etag) == 200
+    assert status(If_Match="*") == 200
+    assert status(If_Unmodified_Since=earlier) == 412
+    assert status(If_Unmodified_Since=modified) == 200           # equal: not modified since
+    assert status(If_Unmodified_Since=later) == 200
+    assert status(If_Unmodified_Since="not a date") == 200
+    assert status(If_Modified_Since="not a date") == 200
+    assert status(If_Modified_Since=later) == 304
+    # several at once (decision 188): If-Match decides over If-Unmodified-Since, If-None-Match
+    # over If-Modified-Since, and a failed precondition over a copy the client has
+    assert status(If_Match=etag, If_Unmodified_Since=earlier) == 200
+    assert status(If_None_Match='"0123"', If_Modified_Since=later) == 200
+    assert status(If_Match='"0123"', If_None_Match=etag) == 412
+    assert status(If_Match=etag, If_None_Match=etag) == 304
+    assert status(If_Unmodified_Since=later, If_Modified_Since=earlier) == 200
+    assert status(If_Unmodified_Since=later, If_Modified_Since=later) == 304
+
+
 @pytest.mark.parametrize("key", ["dir/sub/a.txt", "with space.txt", "a+b.txt", "中文/图片.txt",
                                  "pct%20literal.txt", "semi;colon?.txt", "#hash.txt"])
 def test_keys_with_special_characters(client, root, key):

@@ -79,6 +79,26 @@ def test_put_bucket_with_acl_info_acl_and_delete(owner, root):
     assert (err["status"], err["Code"], err["EC"]) == (404, "NoSuchBucket", "0015-00000101")
 
 
+def test_acl_set_through_one_worker_holds_in_another_at_once(root):
+    """Each worker keeps the bucket records it parsed, checked by the file's identity on every
+    request: an ACL set through one worker (app) holds for the next request to another, both ways,
+    and a record removed by hand is gone for both."""
+    first, second = (client_for(root, default_acl="private", credentials=CREDS) for _ in range(2))
+    assert signed(first, "PUT", BUCKET, "a.jpg", data=JPEG).status_code == 200
+    for _ in range(2):                           # both have the record parsed and kept
+        assert oss_error(send(second, "GET", BUCKET, "a.jpg"))["Code"] == "AccessDenied"
+        assert oss_error(send(first, "GET", BUCKET, "a.jpg"))["Code"] == "AccessDenied"
+    assert signed(first, "PUT", BUCKET, "", [("acl", "")], headers={"x-oss-acl": "public-read"}).status_code == 200
+    assert send(second, "GET", BUCKET, "a.jpg").get_data() == JPEG
+    assert signed(second, "PUT", BUCKET, "", [("acl", "")], headers={"x-oss-acl": "private"}).status_code == 200
+    assert oss_error(send(first, "GET", BUCKET, "a.jpg"))["Code"] == "AccessDenied"
+    assert signed(second, "PUT", BUCKET, "", [("acl", "")], headers={"x-oss-acl": "public-read"}).status_code == 200
+    assert send(first, "GET", BUCKET, "a.jpg").status_code == 200
+    (root / META_DIR / "buckets" / f"{BUCKET}.json").unlink()   # back to the configured ACL
+    for client in (first, second):
+        assert oss_error(send(client, "GET", BUCKET, "a.jpg"))["Code"] == "AccessDenied"
+
+
 def test_bucket_operations_are_the_owners(owner, root):
     for method, query in (("PUT", ()), ("DELETE", ()), ("GET", [("acl", "")]), ("GET", [("bucketInfo", "")])):
         err = oss_error(send(owner, method, BUCKET if method != "PUT" else "anonbucket", "", query))

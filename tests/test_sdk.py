@@ -216,6 +216,28 @@ def test_python_basic_operations(server, tmp_path, plain):
     os.remove(new_pic)
 
 
+def test_python_conditional_download(server):
+    """oss2's conditional download, as OSS answers it: a failed If-Match or an If-Unmodified-Since
+    before the object's time raises PreconditionFailed (EC 0017-00001001), a matching If-None-Match
+    NotModified, and the conditions that hold give the object."""
+    bucket = v1_bucket(server)
+    key = "conditional/example.jpg"
+    bucket.put_object_from_file(key, str(EXAMPLE))
+    meta = bucket.get_object_meta(key)
+    with pytest.raises(oss2.exceptions.PreconditionFailed) as failed:
+        bucket.get_object(key, headers={"If-Match": '"0123"'})
+    assert (failed.value.code, failed.value.ec) == ("PreconditionFailed", "0017-00001001")
+    with pytest.raises(oss2.exceptions.PreconditionFailed):
+        bucket.get_object(key, headers={"If-Unmodified-Since": oss2.utils.http_date(meta.last_modified - 3600)})
+    with pytest.raises(oss2.exceptions.NotModified):
+        bucket.get_object(key, headers={"If-None-Match": f'"{meta.etag}"'})
+    with pytest.raises(oss2.exceptions.NotModified):
+        bucket.get_object(key, headers={"If-Modified-Since": oss2.utils.http_date(meta.last_modified)})
+    held = {"If-Match": f'"{meta.etag}"', "If-Unmodified-Since": oss2.utils.http_date(meta.last_modified)}
+    assert bucket.get_object(key, headers=held).read() == EXAMPLE.read_bytes()
+    bucket.delete_object(key)
+
+
 def test_python_image_info(server):
     """The C# "Obtain image information" example (process = "image/info"), through oss2."""
     bucket = v1_bucket(server)

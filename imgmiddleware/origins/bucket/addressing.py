@@ -9,6 +9,7 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from ...subrequest import PATH_STYLE_KEY as PATH_STYLE
@@ -28,6 +29,7 @@ class Located:
     virtual_host: bool
 
 
+@lru_cache(maxsize=256)
 def is_ip_or_localhost(host: str) -> bool:
     """An IP address, localhost or no host at all: nothing a bucket name could stand in front of
     (path-style addressing; the proxy's upstream too)."""

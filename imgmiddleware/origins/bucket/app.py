@@ -66,8 +66,8 @@ class BucketApp:
             status, headers, body = err.to_response(request_id, environ.get("HTTP_HOST", ""))
             start_response(status, headers)
             return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
-        response.headers["x-oss-request-id"] = request_id
-        response.headers["Server"] = "AliyunOSS"
+        # werkzeug's Headers and objects.ObjectAnswer's list both take these (none of ours sets them)
+        response.headers.extend((("x-oss-request-id", request_id), ("Server", "AliyunOSS")))
         return response(environ, start_response)
 
     def _dispatch(self, environ):

@@ -23,6 +23,7 @@ from .wire import OWNER, empty, iso, read_xml, text, xml_response
 ACLS = ("private", "public-read", "public-read-write")
 STORAGE_CLASSES = ("Standard", "IA", "Archive", "ColdArchive", "DeepColdArchive")
 RECORDS = "buckets"
+RECORDS_KEPT = 1024                  # parsed records kept, each checked by a stat before use
 
 
 class Buckets:
@@ -30,6 +31,8 @@ class Buckets:
 
     def __init__(self, root: Path, acl: dict, default_acl: str, region: str) -> None:
         self.root, self.acl, self.default_acl, self.region = root, acl, default_acl, region
+        self._records = os.path.join(root, META_DIR, RECORDS)
+        self._parsed: dict[str, tuple[tuple, dict]] = {}
 
     # --- records --------------------------------------------------------------------------------------
 
@@ -37,10 +40,26 @@ class Buckets:
         return self.root / META_DIR / RECORDS / f"{bucket}.json"
 
     def record(self, bucket: str) -> dict:
+        """The bucket's record ({} without one). Every GET asks for its ACL, so a parsed record is
+        kept while its file's identity (inode, mtime, size) stays the same: a stat, not a read and a
+        parse; records are replaced by rename, so another worker's change is seen at once."""
+        path = os.path.join(self._records, bucket + ".json")
         try:
-            return json.loads(self._record_path(bucket).read_text("utf-8"))
+            st = os.stat(path)
+            identity = (st.st_ino, st.st_mtime_ns, st.st_size)
+            kept = self._parsed.get(bucket)
+            if kept is not None and kept[0] == identity:
+                return dict(kept[1])         # a copy: put_acl changes what it is given
+            with open(path, encoding="utf-8") as handle:
+                record = json.load(handle)
         except (OSError, ValueError):
             return {}
+        if not isinstance(record, dict):
+            return {}
+        if len(self._parsed) >= RECORDS_KEPT:
+            self._parsed.clear()
+        self._parsed[bucket] = (identity, record)
+        return dict(record)
 
     def _save(self, bucket: str, record: dict) -> None:
         write_atomically(self._record_path(bucket), json.dumps(record).encode("utf-8"))

@@ -29,7 +29,8 @@ import mimetypes
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 from werkzeug.security import safe_join
@@ -49,6 +50,7 @@ XATTR = "user.imgmw.meta"
 # EEXIST), a directory where the file is needed (EISDIR, ENOTEMPTY), a path over PATH_MAX.
 BLOCKED = frozenset({errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.ENOTEMPTY, errno.ENAMETOOLONG})
 ABSENT = BLOCKED | {errno.ENOENT}
+BUCKET_PATHS_KEPT = 1024            # bucket name -> its Path, remembered (names are validated first)
 RETRIES = 5                          # a PUT racing a DELETE that removes the directory it just made
 
 log = logging.getLogger("imgmiddleware.bucket")
@@ -57,11 +59,17 @@ log = logging.getLogger("imgmiddleware.bucket")
 @dataclass(frozen=True)
 class Stored:
     """Where one key of a bucket lives: its own path in the bucket's tree (``natural``; None when the
-    name can never be a path there), else its spill entry."""
+    name can never be a path there), else its spill entry under ``spill_root``."""
     bucket: str
     key: str
     natural: Path | None
-    entry: Path
+    spill_root: Path
+
+    @cached_property
+    def entry(self) -> Path:
+        """The key's spill entry; made when first asked, as a read of a key found at its own path
+        never needs it (the key's digest and the joins are a tenth of a GET's time otherwise)."""
+        return self.spill_root / self.bucket / digest(self.key)
 
     @property
     def spilled(self) -> Path:
@@ -73,14 +81,29 @@ class ObjectStore:
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
+        self._spill_root = self.root / META_DIR / SPILL
+        self._meta_root = self.root / META_DIR / "meta"
+        self._keyed_root = self.root / META_DIR / KEYED_META
         self._name_max: dict[str, int] = {}
+        self._bucket_paths: dict[str, Path] = {}
 
     # --- names ----------------------------------------------------------------------------------------
 
     def bucket_dir(self, bucket: str) -> Path:
-        path = self.root / bucket
-        if not BUCKET_NAME.match(bucket) or not is_dir(path):
+        if not BUCKET_NAME.match(bucket):
             raise no_such_bucket(bucket)
+        path = self._bucket_path(bucket)
+        if not is_dir(path):        # asked every time: a bucket deleted by another worker is gone
+            raise no_such_bucket(bucket)
+        return path
+
+    def _bucket_path(self, bucket: str) -> Path:
+        """root/<bucket>, remembered for a bounded number of names (a join costs more than a stat)."""
+        path = self._bucket_paths.get(bucket)
+        if path is None:
+            if len(self._bucket_paths) >= BUCKET_PATHS_KEPT:
+                self._bucket_paths.clear()
+            path = self._bucket_paths[bucket] = self.root / bucket
         return path
 
     def locate(self, bucket_dir: Path, key: str) -> Stored:
@@ -93,12 +116,11 @@ class ObjectStore:
         if "\0" in key or key.startswith("/") or key.endswith("/") or \
                 any(s in (".", "..") for s in segments) or safe_join(str(bucket_dir), key) is None:
             raise OssError("InvalidObjectName", "The specified object is not valid.", status=400)
-        entry = self.root / META_DIR / SPILL / bucket_dir.name / digest(key)
         name_max = self._name_max_of(bucket_dir)
         if "" in segments or PUT_TEMP.match(segments[-1]) or \
                 any(len(os.fsencode(s)) > name_max for s in segments):
-            return Stored(bucket_dir.name, key, None, entry)
-        return Stored(bucket_dir.name, key, bucket_dir.joinpath(*segments), entry)
+            return Stored(bucket_dir.name, key, None, self._spill_root)
+        return Stored(bucket_dir.name, key, bucket_dir.joinpath(*segments), self._spill_root)
 
     def _name_max_of(self, directory: Path) -> int:
         """The longest file name (bytes) the file system of ``directory`` takes (255 nearly everywhere)."""
@@ -111,27 +133,32 @@ class ObjectStore:
             self._name_max[str(directory)] = found = max(14, min(found, 4096))
         return found
 
-    def _meta_paths(self, stored: Stored) -> list[Path]:
+    def _meta_paths(self, stored: Stored):
         """Where a sidecar of the key's metadata may be, in the order they are tried: beside the data
-        under .imgmw/meta/ when the key is a path and the name fits, then by the key's digest."""
-        paths = []
+        under .imgmw/meta/ when the key is a path and the name fits, then by the key's digest (made
+        only when the first is passed over)."""
         if stored.natural is not None:
-            name_max = self._name_max_of(self.root / stored.bucket)
+            name_max = self._name_max_of(self._bucket_path(stored.bucket))
             if len(os.fsencode(stored.natural.name + ".json")) <= name_max:
-                paths.append(self.root / META_DIR / "meta" / stored.bucket / (stored.key + ".json"))
-        return paths + [self.root / META_DIR / KEYED_META / stored.bucket / (digest(stored.key) + ".json")]
+                yield self._meta_root / stored.bucket / (stored.key + ".json")
+        yield self._keyed_root / stored.bucket / (digest(stored.key) + ".json")
 
     # --- reading --------------------------------------------------------------------------------------
 
     @staticmethod
     def open(stored: Stored):
         """The key's data opened for reading (its own path first, then its spill entry), or None."""
-        for path in ((stored.natural,) if stored.natural is not None else ()) + (stored.spilled,):
+        if stored.natural is not None:
             try:
-                return open(path, "rb")
+                return open(stored.natural, "rb")
             except OSError as err:
                 if err.errno not in ABSENT:
                     raise
+        try:
+            return open(stored.spilled, "rb")
+        except OSError as err:
+            if err.errno not in ABSENT:
+                raise
         return None
 
     def meta_for(self, stored: Stored, handle) -> dict:
@@ -191,7 +218,7 @@ class ObjectStore:
 
     def _write_meta(self, stored: Stored, data: bytes) -> None:
         """The sidecar, beside the data when it can be, else by the key's digest."""
-        paths = self._meta_paths(stored)
+        paths = list(self._meta_paths(stored))
         for meta_path in paths:
             try:
                 write_atomically(meta_path, data)
@@ -270,7 +297,7 @@ class ObjectStore:
         except OSError as err:
             if target == stored.spilled or err.errno not in BLOCKED:
                 raise
-        spilled = self._target(Stored(stored.bucket, stored.key, None, stored.entry))
+        spilled = self._target(replace(stored, natural=None))
         os.replace(temp, spilled)
         return spilled
 
