@@ -680,14 +680,19 @@ def main(argv=None) -> int:
     return 0
 
 
+# request_path_bench's "before": the last revision before issue 19's work on the request path.
+REQUEST_PATH_BASE = "f2cf9e8"
+
+
 def run_extras(corpus: Path, quick: bool) -> dict[str, str]:
     """The benchmarks behind the engine's choices, run on the same machine after the loads: the
     progressive-JPEG rewrite on every progressive wallpaper, glibc malloc settings for a worker on
     the corpus, the text renderers on the font files, the shared cache tier against a remote-like
     origin, WebP shrink-on-load, WebP encoder effort on large outputs, PNG decoders, the memory of
     one transform per source kind, slow clients
-    against both gunicorn workers, worker x thread layouts for memory, and what metrics and the access log cost. Their tables go into the report as
-    they print them."""
+    against both gunicorn workers, worker x thread layouts for memory, what metrics and the access log
+    cost, a request's cost outside OpenCV, and gunicorn's two HTTP parsers. Their tables go into the
+    report as they print them."""
     extras = {}
     for name, cmd in (
             ("progressive", [sys.executable, str(HERE / "progressive_bench.py"), str(CACHE)]
@@ -708,7 +713,11 @@ def run_extras(corpus: Path, quick: bool) -> dict[str, str]:
             ("slow", [sys.executable, str(HERE / "slow_client_bench.py")] + (["--smoke"] if quick else [])),
             ("layout", [sys.executable, str(HERE / "layout_bench.py")] + (["--smoke"] if quick else [])),
             ("operations", [sys.executable, str(HERE / "metrics_bench.py")]
-             + (["--duration", "2", "--rounds", "1"] if quick else []))):
+             + (["--duration", "2", "--rounds", "1"] if quick else [])),
+            ("requests", [sys.executable, str(HERE / "request_path_bench.py"), "--base", REQUEST_PATH_BASE]
+             + (["--rounds", "1", "--repeat", "3"] if quick else [])),
+            ("parser", [sys.executable, str(HERE / "server_bench.py")]
+             + (["--rounds", "1", "--duration", "2"] if quick else ["--rounds", "5", "--duration", "6"]))):
         print(f"{name} benchmark ...", flush=True)
         r = sh(cmd, timeout=3600)
         extras[name] = r.stdout if r.returncode == 0 else f"failed: {r.stderr[-1000:]}"

@@ -175,6 +175,22 @@ OPERATIONS_CHOICE = (
     "same per request in one process (`Telemetry.finish()`, metrics in multiprocess files as under "
     "gunicorn). A cached hit is the cheapest request the server answers, so a fixed cost per request "
     "shows most there; beside a transform it is not measurable.")
+REQUESTS_CHOICE = (
+    "`bench/request_path_bench.py`: what a request costs outside OpenCV, in one process, this tree "
+    "beside the revision before the request-path work of issue 19 (a git worktree, trees alternating "
+    "round by round). Profiling the server under load put the bundled bucket's GetObject at a third of "
+    "a cached hit and 0.4 ms of every uncached thumbnail (each one subrequests its source): werkzeug's "
+    "send_file, make_conditional and Response checked and copied each header two or three times. "
+    "GetObject now builds its headers once, a key at its own path no longer hashes its name for a "
+    "spill entry, bucket records are kept parsed while their file's identity holds.")
+PARSER_CHOICE = (
+    "`bench/server_bench.py`: two gunicorn servers with the event-loop worker at once, one worker of 4 "
+    "threads each, gunicorn's Python HTTP parser in one and gunicorn_h1c (its C parser) in the other, "
+    "the same code otherwise; the server's CPU per small answer under wrk. The worker's subclass of "
+    "gunicorn's protocol hid the C parser from gunicorn (fixed: installing it is now enough, and "
+    "`http_parser = fast` works). Not a dependency: it saves 20-30 us of the 100-150 us the event loop "
+    "spends on a request it answers itself, and is lost in the noise of anything that reaches the "
+    "app (a thread hop and the app's own work are 0.5-1 ms).")
 SHARED_CHOICE = (
     "`bench/shared_cache_bench.py`: nodes as `imgmiddleware serve --upstream` builds them in a worker "
     "(the reverse-proxy origin, real HTTP), in front of an origin on loopback that waits 30 ms before "
@@ -234,6 +250,8 @@ EXTRA_SECTIONS = (
     ("slow", "Slow clients: gthread against the event-loop worker", SLOW_CHOICE),
     ("layout", "Worker and thread layouts: memory against throughput", LAYOUT_CHOICE),
     ("operations", "Operations: what metrics and the access log cost", OPERATIONS_CHOICE),
+    ("requests", "A request outside OpenCV: the bundled bucket, cached hits", REQUESTS_CHOICE),
+    ("parser", "gunicorn's C HTTP parser", PARSER_CHOICE),
 )
 
 

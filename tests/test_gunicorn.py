@@ -119,6 +119,60 @@ def test_gunicorn_with_the_deploy_config_and_the_wsgi_entry_point():
     # The font table, once, from the master (deploy/gunicorn.conf.py's on_starting), in its log.
     for name in FONT_NAMES:
         assert output.count(f"fonts: {name} -> ") == 1, output
+    # The parser gunicorn gave the first connection, once per worker: its own (gunicorn_h1c is not
+    # a dependency: bench/server_bench.py measured 20-30 us a request, a few percent of a cached hit).
+    assert output.count("HTTP parser: PythonProtocol") == 1, output
+
+
+H1C_STAND_IN = '''"""Stands in for gunicorn_h1c (gunicorn's optional C parser) in one test: gunicorn's
+own Python parser under the C parser's names, so that which one gunicorn picks is what is tested."""
+from gunicorn.asgi.parser import PythonProtocol
+
+
+class LimitRequestLine(Exception):
+    pass
+
+
+class LimitRequestHeaders(Exception):
+    pass
+
+
+class H1CProtocol(PythonProtocol):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+'''
+
+
+def test_gunicorns_c_parser_is_used_when_an_operator_installs_it(tmp_path):
+    """gunicorn's http_parser setting ("auto" uses gunicorn_h1c when it is installed, "fast" requires
+    it) works under the event-loop worker. gunicorn records whether the C parser is there on the
+    class it is asked through but reads the answer from its own protocol class, so the worker's
+    subclass hid it: "auto" silently kept the Python parser and "fast" failed every connection."""
+    (tmp_path / "gunicorn_h1c").mkdir()
+    (tmp_path / "gunicorn_h1c" / "__init__.py").write_text(H1C_STAND_IN)
+    for setting in ("auto", "fast"):
+        port = free_port()
+        env = dict(__import__("os").environ, IMGMW_STATIC=str(FIXTURES), IMGMW_BIND=f"127.0.0.1:{port}",
+                   IMGMW_WORKERS="1", PYTHONPATH=str(tmp_path))
+        root = FIXTURES.parent.parent
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(root / "deploy" / "gunicorn.conf.py"),
+                                 "--http-parser", setting, "imgmiddleware.wsgi:application"], cwd=root, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    status, _, body = fetch(f"http://127.0.0.1:{port}/f.jpg?x-oss-process=image/resize,w_100")
+                    break
+                except (urllib.error.URLError, ConnectionError):
+                    assert proc.poll() is None, proc.stdout.read()
+                    assert time.monotonic() < deadline, "gunicorn did not start in time"
+                    time.sleep(0.2)
+            assert status == 200 and size_of(body) == (100, 127)
+        finally:
+            proc.terminate()
+            output, _ = proc.communicate(timeout=15)
+        assert output.count("HTTP parser: H1CProtocol") == 1, (setting, output)
 
 
 def test_opencv_never_runs_in_the_gunicorn_master(tmp_path):

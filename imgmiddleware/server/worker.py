@@ -35,6 +35,9 @@ class _RegisteredProtocol(ASGIProtocol):
     def connection_made(self, transport):
         super().connection_made(transport)
         self.worker.connections.add(self)
+        if self.worker.parser is None:     # the parser gunicorn chose, once, in the worker's log
+            self.worker.parser = type(getattr(self, "_callback_parser", None)).__name__
+            self.worker.log.info("HTTP parser: %s", self.worker.parser)
 
 
 class EventLoopWorker(gasgi.ASGIWorker):
@@ -57,6 +60,12 @@ class EventLoopWorker(gasgi.ASGIWorker):
 
     def init_process(self):
         self.connections: weakref.WeakSet = weakref.WeakSet()
+        # gunicorn records whether its C parser (gunicorn_h1c) is there on the class it is asked
+        # through, but reads the answer from ASGIProtocol's own attributes: asked through the
+        # subclass, the answer never reaches them and every connection falls back to the Python
+        # parser. Asked once here, on ASGIProtocol itself.
+        ASGIProtocol._check_h1c_protocol_available()
+        self.parser: str | None = None
         gasgi.ASGIProtocol = _RegisteredProtocol     # this process runs nothing but this worker
         super().init_process()
 
