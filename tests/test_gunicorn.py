@@ -94,13 +94,15 @@ def test_serve_prints_urls_to_try(server):
     assert f"{base}/example.jpg?x-oss-process=image/resize,w_200" in output
 
 
-def test_gunicorn_with_the_deploy_config_and_the_wsgi_entry_point():
+def thumbnail_from_deploy_gunicorn(*options: str, **env: str) -> str:
+    """gunicorn as deploy/gunicorn.conf.py runs it (one worker, the fixtures as a static folder), with
+    ``options`` on its command line and ``env`` added: one thumbnail checked, then its whole log."""
     port = free_port()
     env = dict(__import__("os").environ, IMGMW_STATIC=str(FIXTURES), IMGMW_BIND=f"127.0.0.1:{port}",
-               IMGMW_WORKERS="1")
+               IMGMW_WORKERS="1", **env)
     root = FIXTURES.parent.parent
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(root / "deploy" / "gunicorn.conf.py"),
-                             "imgmiddleware.wsgi:application"], cwd=root, env=env,
+                             *options, "imgmiddleware.wsgi:application"], cwd=root, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 30
@@ -116,6 +118,11 @@ def test_gunicorn_with_the_deploy_config_and_the_wsgi_entry_point():
     finally:
         proc.terminate()
         output, _ = proc.communicate(timeout=15)
+    return output
+
+
+def test_gunicorn_with_the_deploy_config_and_the_wsgi_entry_point():
+    output = thumbnail_from_deploy_gunicorn()
     # The font table, once, from the master (deploy/gunicorn.conf.py's on_starting), in its log.
     for name in FONT_NAMES:
         assert output.count(f"fonts: {name} -> ") == 1, output
@@ -151,27 +158,7 @@ def test_gunicorns_c_parser_is_used_when_an_operator_installs_it(tmp_path):
     (tmp_path / "gunicorn_h1c").mkdir()
     (tmp_path / "gunicorn_h1c" / "__init__.py").write_text(H1C_STAND_IN)
     for setting in ("auto", "fast"):
-        port = free_port()
-        env = dict(__import__("os").environ, IMGMW_STATIC=str(FIXTURES), IMGMW_BIND=f"127.0.0.1:{port}",
-                   IMGMW_WORKERS="1", PYTHONPATH=str(tmp_path))
-        root = FIXTURES.parent.parent
-        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(root / "deploy" / "gunicorn.conf.py"),
-                                 "--http-parser", setting, "imgmiddleware.wsgi:application"], cwd=root, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    status, _, body = fetch(f"http://127.0.0.1:{port}/f.jpg?x-oss-process=image/resize,w_100")
-                    break
-                except (urllib.error.URLError, ConnectionError):
-                    assert proc.poll() is None, proc.stdout.read()
-                    assert time.monotonic() < deadline, "gunicorn did not start in time"
-                    time.sleep(0.2)
-            assert status == 200 and size_of(body) == (100, 127)
-        finally:
-            proc.terminate()
-            output, _ = proc.communicate(timeout=15)
+        output = thumbnail_from_deploy_gunicorn("--http-parser", setting, PYTHONPATH=str(tmp_path))
         assert output.count("HTTP parser: H1CProtocol") == 1, (setting, output)
 
 
