@@ -31,19 +31,19 @@ class Buckets:
 
     def __init__(self, root: Path, acl: dict, default_acl: str, region: str) -> None:
         self.root, self.acl, self.default_acl, self.region = root, acl, default_acl, region
-        self._records = os.path.join(root, META_DIR, RECORDS)
+        self._records = root / META_DIR / RECORDS
         self._parsed: dict[str, tuple[tuple, dict]] = {}
 
     # --- records --------------------------------------------------------------------------------------
 
     def _record_path(self, bucket: str) -> Path:
-        return self.root / META_DIR / RECORDS / f"{bucket}.json"
+        return self._records / f"{bucket}.json"
 
     def record(self, bucket: str) -> dict:
         """The bucket's record ({} without one). Every GET asks for its ACL, so a parsed record is
         kept while its file's identity (inode, mtime, size) stays the same: a stat, not a read and a
         parse; records are replaced by rename, so another worker's change is seen at once."""
-        path = os.path.join(self._records, bucket + ".json")
+        path = self._record_path(bucket)
         try:
             st = os.stat(path)
             identity = (st.st_ino, st.st_mtime_ns, st.st_size)

@@ -34,28 +34,26 @@ def get(store: ObjectStore, environ, where: Located, stored: Stored):
         meta = store.meta_for(stored, handle)
         size = os.fstat(handle.fileno()).st_size
         status = precondition(environ, meta)
-        etag = '"' + meta["etag"] + '"'
-        headers = [("Content-Type", meta["content_type"]),   # as stored: no "; charset=utf-8" added
-                   ("Last-Modified", http_date(meta["mtime"])), ("ETag", etag),
-                   ("Content-Length", str(size)), ("Date", http_date()), ("Accept-Ranges", "bytes")]
-        headers += [("x-oss-meta-" + name, value) for name, value in meta.get("user_meta", {}).items()]
-        headers += [("x-oss-object-type", meta.get("object_type", "Normal")),
-                    ("x-oss-storage-class", "Standard"), ("x-oss-hash-crc64ecma", str(meta["crc64"]))]
-        body = wrap_file(environ, handle)
+        span = None
         wanted = environ.get("HTTP_RANGE")
         if wanted and status == 200 and _if_range_holds(environ, meta):
             standard = environ.get("HTTP_X_OSS_RANGE_BEHAVIOR", "").strip().lower() == "standard"
             span = requested_range(wanted, size, standard)
-            if span is not None:
-                first, last = span
-                handle.seek(first)
-                body, status = _Slice(handle, last - first + 1), 206
-                headers[3] = ("Content-Length", str(last - first + 1))
-                headers.append(("Content-Range", f"bytes {first}-{last}/{size}"))
+        length = size if span is None else span[1] - span[0] + 1
+        headers = [("Content-Type", meta["content_type"]),   # as stored: no "; charset=utf-8" added
+                   ("Last-Modified", http_date(meta["mtime"])), ("ETag", '"' + meta["etag"] + '"'),
+                   ("Content-Length", str(length)), ("Date", http_date()), ("Accept-Ranges", "bytes")]
+        headers += [("x-oss-meta-" + name, value) for name, value in meta.get("user_meta", {}).items()]
+        headers += [("x-oss-object-type", meta.get("object_type", "Normal")),
+                    ("x-oss-storage-class", "Standard"), ("x-oss-hash-crc64ecma", str(meta["crc64"]))]
+        if span is None:
+            return ObjectAnswer(status, headers, wrap_file(environ, handle))
+        handle.seek(span[0])
+        headers.append(("Content-Range", f"bytes {span[0]}-{span[1]}/{size}"))
+        return ObjectAnswer(206, headers, _Slice(handle, length))
     except BaseException:
         handle.close()
         raise
-    return ObjectAnswer(status, headers, body)
 
 
 def precondition(environ, meta: dict) -> int:

@@ -50,7 +50,6 @@ XATTR = "user.imgmw.meta"
 # EEXIST), a directory where the file is needed (EISDIR, ENOTEMPTY), a path over PATH_MAX.
 BLOCKED = frozenset({errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.ENOTEMPTY, errno.ENAMETOOLONG})
 ABSENT = BLOCKED | {errno.ENOENT}
-BUCKET_PATHS_KEPT = 1024            # bucket name -> its Path, remembered (names are validated first)
 RETRIES = 5                          # a PUT racing a DELETE that removes the directory it just made
 
 log = logging.getLogger("imgmiddleware.bucket")
@@ -85,25 +84,13 @@ class ObjectStore:
         self._meta_root = self.root / META_DIR / "meta"
         self._keyed_root = self.root / META_DIR / KEYED_META
         self._name_max: dict[str, int] = {}
-        self._bucket_paths: dict[str, Path] = {}
 
     # --- names ----------------------------------------------------------------------------------------
 
     def bucket_dir(self, bucket: str) -> Path:
-        if not BUCKET_NAME.match(bucket):
+        path = self.root / bucket
+        if not BUCKET_NAME.match(bucket) or not is_dir(path):
             raise no_such_bucket(bucket)
-        path = self._bucket_path(bucket)
-        if not is_dir(path):        # asked every time: a bucket deleted by another worker is gone
-            raise no_such_bucket(bucket)
-        return path
-
-    def _bucket_path(self, bucket: str) -> Path:
-        """root/<bucket>, remembered for a bounded number of names (a join costs more than a stat)."""
-        path = self._bucket_paths.get(bucket)
-        if path is None:
-            if len(self._bucket_paths) >= BUCKET_PATHS_KEPT:
-                self._bucket_paths.clear()
-            path = self._bucket_paths[bucket] = self.root / bucket
         return path
 
     def locate(self, bucket_dir: Path, key: str) -> Stored:
@@ -138,7 +125,7 @@ class ObjectStore:
         under .imgmw/meta/ when the key is a path and the name fits, then by the key's digest (made
         only when the first is passed over)."""
         if stored.natural is not None:
-            name_max = self._name_max_of(self._bucket_path(stored.bucket))
+            name_max = self._name_max_of(self.root / stored.bucket)
             if len(os.fsencode(stored.natural.name + ".json")) <= name_max:
                 yield self._meta_root / stored.bucket / (stored.key + ".json")
         yield self._keyed_root / stored.bucket / (digest(stored.key) + ".json")
@@ -148,18 +135,8 @@ class ObjectStore:
     @staticmethod
     def open(stored: Stored):
         """The key's data opened for reading (its own path first, then its spill entry), or None."""
-        if stored.natural is not None:
-            try:
-                return open(stored.natural, "rb")
-            except OSError as err:
-                if err.errno not in ABSENT:
-                    raise
-        try:
-            return open(stored.spilled, "rb")
-        except OSError as err:
-            if err.errno not in ABSENT:
-                raise
-        return None
+        return (stored.natural is not None and _open_if_there(stored.natural)) or \
+            _open_if_there(stored.spilled)     # the spill entry only made when the first is absent
 
     def meta_for(self, stored: Stored, handle) -> dict:
         """The metadata of the file behind ``handle``: from the attribute or a sidecar when it
@@ -367,6 +344,16 @@ class ObjectStore:
             if digest(key) == entry.name:
                 yield key
 
+
+
+def _open_if_there(path: Path):
+    """``path`` opened for reading, or None when nothing is there to read (ABSENT)."""
+    try:
+        return open(path, "rb")
+    except OSError as err:
+        if err.errno not in ABSENT:
+            raise
+        return None
 
 
 def _read_xattr(fd: int) -> dict | None:
