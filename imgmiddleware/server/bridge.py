@@ -5,7 +5,9 @@ A thread is taken only when a request has arrived whole, and given back while it
 - the body is read on the event loop, into memory or, past ``request_body_memory_bytes``, a temporary
   file, under a deadline of ``client_body_timeout`` plus a second for every ``client_body_min_rate``
   bytes received (Apache's mod_reqtimeout rule: a fast upload never times out, a trickle soon does);
-  late, it is a 400 RequestTimeout, over ``max_request_body_bytes`` a 400 EntityTooLarge (OSS's codes);
+  late, it is a 400 RequestTimeout, over ``max_request_body_bytes`` a 400 EntityTooLarge (OSS's codes),
+  after which the rest of the body is read and dropped for a few seconds so that a client still
+  sending it gets that answer (a lingering close);
 - the WSGI app then runs in one of ``threads`` threads, which also produce its answer's first block
   (the whole of it when it is a list, as every processed image is): one hop for most requests;
 - the loop writes each block; a block the client does not read for ``client_send_timeout`` ends the
@@ -47,6 +49,10 @@ log = logging.getLogger("imgmiddleware.server")
 # Blocks of a file an app hands to wsgi.file_wrapper: each block costs a trip between the loop and a
 # thread, so they are large (werkzeug asks for 8 KiB, which made plain GETs of photos 2x slower).
 FILE_BLOCK = 256 * 1024
+# How long the rest of a refused body is read and dropped before the connection closes (nginx's
+# lingering_timeout): long enough for a client on a fair link to finish sending, short enough that
+# a refused upload cannot hold the connection.
+LINGER_SECONDS = 5.0
 
 
 def file_wrapper(filelike, block_size: int = 8192) -> FileWrapper:
@@ -107,6 +113,8 @@ class BufferedWSGI:
             body, length = await self._read_body(scope, receive)
         except OssError as err:
             exchange.status, exchange.headers = await self._send_error(scope, send, err)
+            if err.code == "EntityTooLarge":
+                await self._discard_rest(receive)
             self._finish(exchange, arrived, started)
             return
         except ClientGone:
@@ -234,6 +242,20 @@ class BufferedWSGI:
             raise
         body.seek(0)
         return body, received
+
+    async def _discard_rest(self, receive) -> None:
+        """Read and drop what is left of a refused body for up to LINGER_SECONDS, as nginx's
+        lingering close does: closing a socket with unread bytes makes the kernel reset the
+        connection, and a client still sending its body (http.client, oss2, curl) then loses the
+        EntityTooLarge answer already on its way and sees only a broken pipe."""
+        try:
+            async with asyncio.timeout(LINGER_SECONDS):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                        return
+        except TimeoutError:
+            pass
 
     async def _send_error(self, scope, send, err: OssError, request_id: str = "") -> tuple[int, list]:
         """Send OSS's XML for ``err``; (status, headers) for the log."""
