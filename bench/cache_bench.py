@@ -61,6 +61,7 @@ sys.path.insert(0, str(HERE.parent))   # run from a checkout even when the packa
 from core_bench import (MIN_PIXELS, Photo, cpu_model, fetch_photo, middleware_request,  # noqa: E402
                         p, wsgi_body)
 from imgmiddleware import Config, ImageMiddleware  # noqa: E402
+from listeners import wait_until_accepting  # noqa: E402
 from imgmiddleware.imaging.probe import probe  # noqa: E402
 from imgmiddleware.origins.static import static_app  # noqa: E402
 from imgmiddleware.process import parse, run  # noqa: E402
@@ -231,6 +232,7 @@ class Server:
                            "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
                            "--threads", str(threads)]
         self.base = f"http://127.0.0.1:{port}"
+        self.port, self.workers = port, workers
         self.log = log
         self.proc: subprocess.Popen | None = None
 
@@ -244,7 +246,9 @@ class Server:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.tail()}")
             try:
                 with urllib.request.urlopen(self.base + "/example.jpg", timeout=2) as r:
-                    if r.status == 200:
+                    if r.status == 200:          # and then once every worker takes connections
+                        wait_until_accepting(self.proc.pid, self.port, self.workers,
+                                             max(1.0, deadline - time.monotonic()))
                         return
             except OSError:
                 pass

@@ -131,7 +131,7 @@ def start(layout: Layout, root: Path, work: Path) -> tuple[Proc, str]:
     cmd = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
            "--max-requests", "0", "imgmiddleware.wsgi:application"]
     base = f"http://127.0.0.1:{port}"
-    proc = Proc(tag, cmd, base + "/corpus/", work / f"{tag}.log", work, env)
+    proc = Proc(tag, cmd, base + "/corpus/", work / f"{tag}.log", work, env, workers=layout.workers)
     try:
         proc.start()
     except BaseException:

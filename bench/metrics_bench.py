@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cache_bench import ensure_wrk, free_port, pkg_version, run_wrk, wrk_version  # noqa: E402
+from listeners import wait_until_accepting  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parent.parent / "imgmiddleware" / "samples" / "example.jpg"
 PATH = "/examplebucket/example.jpg?x-oss-process=image/resize,w_200"
@@ -43,6 +44,7 @@ class Server:
     def __init__(self, work: Path, metrics: str, log: bool, workers: int, threads: int) -> None:
         self.work = work
         self.port = free_port()
+        self.workers = workers
         config = work / f"{metrics}-{log}.toml"
         access = f'"{work / "access.log"}"' if log else '""'
         # max_requests = 0: no worker recycled mid-run (its restart would be measured, not metrics).
@@ -70,7 +72,9 @@ class Server:
         while time.monotonic() < deadline:
             try:
                 with urllib.request.urlopen(self.url + PATH, timeout=2) as response:
-                    if response.status == 200:
+                    if response.status == 200:          # and then once every worker accepts
+                        wait_until_accepting(self.proc.pid, self.port, self.workers,
+                                             max(1.0, deadline - time.monotonic()))
                         return self
             except OSError:
                 if self.proc.poll() is not None:

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from PIL import Image  # noqa: E402
 
 from cache_bench import ensure_wrk, free_port, run_wrk, wrk_version  # noqa: E402
 from core_bench import CACHE, _download, _run, cpu_model  # noqa: E402
+from listeners import wait_until_accepting  # noqa: E402
 
 THUMBOR_VENV = HERE / ".venv-thumbor"
 BENCH_VENV = HERE / ".venv-bench"
@@ -210,8 +212,13 @@ def build_corpus(dest: Path, quick: bool, smoke: bool) -> list[dict]:
 # --- servers ---------------------------------------------------------------------------------------
 
 class Proc:
-    def __init__(self, name: str, cmd: list[str], ready: str, log: Path, cwd: Path, env=None):
+    """A server in its own process group; start() returns once ``ready`` answers and each of its
+    ``workers`` processes accepts connections (listeners.py)."""
+
+    def __init__(self, name: str, cmd: list[str], ready: str, log: Path, cwd: Path, env=None,
+                 workers: int = WORKERS):
         self.name, self.cmd, self.ready, self.log, self.cwd, self.env = name, cmd, ready, log, cwd, env
+        self.workers = workers
         self.proc = None
 
     def start(self, timeout=60.0):
@@ -225,12 +232,15 @@ class Proc:
             try:
                 with urllib.request.urlopen(self.ready, timeout=5) as r:
                     r.read()
-                    return
+                break
             except urllib.error.HTTPError:
-                return
+                break
             except OSError:
                 time.sleep(0.2)
-        raise RuntimeError(f"{self.name} not ready: {self.log.read_text(errors='replace')[-1500:]}")
+        else:
+            raise RuntimeError(f"{self.name} not ready: {self.log.read_text(errors='replace')[-1500:]}")
+        port = urllib.parse.urlsplit(self.ready).port
+        wait_until_accepting(self.proc.pid, port, self.workers, max(1.0, end - time.monotonic()))
 
     def stop(self):
         """The whole process group, not only its leader: thumbor's forked processes outlive a

@@ -40,6 +40,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 from cache_bench import ensure_wrk  # noqa: E402
+from listeners import wait_until_accepting  # noqa: E402
 
 WORKERS = {"gthread": "gthread", "event loop": "imgmiddleware.server.worker.EventLoopWorker"}
 HIT = "/examplebucket/example.jpg?x-oss-process=image/resize,w_100"
@@ -66,6 +67,7 @@ def start(worker: str, data: Path, work: Path) -> tuple[subprocess.Popen, str]:
     while time.monotonic() < deadline:
         try:
             urllib.request.urlopen(base + PLAIN, timeout=2).read()
+            wait_until_accepting(proc.pid, port, 2, max(1.0, deadline - time.monotonic()))
             return proc, base
         except OSError:
             if proc.poll() is not None:
