@@ -12,6 +12,8 @@ another, so in this worker process (and only there) the name it builds is bound 
 registers each connection; a sweep every second reads two of gunicorn's own fields per connection
 (waiting for a request's head, and the request count, which tells one wait from the next).
 tests/test_slow_clients.py fails if a gunicorn release changes them.
+
+Connections are shared among the workers by the loop in accept.py.
 """
 
 from __future__ import annotations
@@ -24,20 +26,27 @@ from gunicorn.asgi.protocol import ASGIProtocol
 from gunicorn.workers import gasgi
 
 from ..errors import new_request_id
+from .accept import ACCEPT_PAUSE_SECONDS, ConnectionShare, FairAcceptLoop
 from .bridge import BufferedWSGI, request_timeout
 
 DEFAULT_HEAD_TIMEOUT = 10.0
 
 
 class _RegisteredProtocol(ASGIProtocol):
-    """gunicorn's protocol, known to the worker's sweep."""
+    """gunicorn's protocol, known to the worker's sweep and counted by its accept loop."""
 
     def connection_made(self, transport):
         super().connection_made(transport)
         self.worker.connections.add(self)
+        self.worker.share.opened()
         if self.worker.parser is None:     # the parser gunicorn chose, once, in the worker's log
             self.worker.parser = type(getattr(self, "_callback_parser", None)).__name__
             self.worker.log.info("HTTP parser: %s", self.worker.parser)
+
+    def connection_lost(self, exc):
+        self.worker.connections.discard(self)
+        self.worker.share.closed()
+        super().connection_lost(exc)
 
 
 class EventLoopWorker(gasgi.ASGIWorker):
@@ -58,8 +67,17 @@ class EventLoopWorker(gasgi.ASGIWorker):
             self.asgi = BufferedWSGI(self.asgi, load_config(os.environ.get("IMGMW_CONFIG")),
                                      threads=self.cfg.threads)
 
+    def _setup_event_loop(self):
+        super()._setup_event_loop()
+        if type(self.loop) is asyncio.SelectorEventLoop:   # uvloop (asgi_loop) accepts its own way
+            self.loop.close()
+            self.loop = FairAcceptLoop(self.cfg.backlog, self.share,
+                                       ACCEPT_PAUSE_SECONDS if self.cfg.workers > 1 else 0.0)
+            asyncio.set_event_loop(self.loop)
+
     def init_process(self):
         self.connections: weakref.WeakSet = weakref.WeakSet()
+        self.share = ConnectionShare(self.cfg.threads, lambda: self.nr)
         # gunicorn records whether its C parser (gunicorn_h1c) is there on the class it is asked
         # through, but reads the answer from ASGIProtocol's own attributes: asked through the
         # subclass, the answer never reaches them and every connection falls back to the Python
