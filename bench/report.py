@@ -257,14 +257,14 @@ EXTRA_SECTIONS = (
 
 # Why a target is missed, by target: the best reading of the figures (the profile is the authority).
 WHY = {
-    JPEG_T: "Baseline JPEGs are where it is lost (1.04x at fit 200, 1.07x at fit 512; progressive 1.82x "
-            "and 1.03x). Thumbor on Pillow decodes JPEGs reduced too, so on baseline JPEGs what is left "
+    JPEG_T: "Baseline JPEGs are where it is lost (1.01x at fit 200, 1.07x at fit 512; progressive 1.83x "
+            "and 1.06x). Thumbor on Pillow decodes JPEGs reduced too, so on baseline JPEGs what is left "
             "is the fixed cost of a request (the floor row and the split below) and the reduced decode's "
             "margin of 2, which OSS's own thumbnail bytes need (a larger decode than thumbor's draft).",
     FLOOR_T: "Split (table below): the floor's own work behind gunicorn's gthread worker and nothing "
-             "else runs at 0.78-0.90x of the in-process floor, with the load generator taking 0.01 "
+             "else runs at 0.84-0.88x of the in-process floor, with the load generator taking 0.01 "
              "cores: serving HTTP from Python costs 1-2 ms of CPU a request, whoever does it. Against "
-             "that server we are at 0.96x at fit 200 and 1.01x at fit 512 (16.5 against 15.3 ms of CPU "
+             "that server we are at 0.91x at fit 200 and 1.02x at fit 512 (12.3 against 11.3 ms of CPU "
              "a thumbnail at fit 200; before this round's request-path work 0.83x and 1.00x). What was "
              "ours: the bundled bucket's GetObject, which every uncached thumbnail calls for its "
              "source, took 0.3 ms in one process and twice that under load (werkzeug's response "
@@ -275,17 +275,18 @@ WHY = {
              "HTTP parser saves 20-30 us of it (measured below, not adopted). py-spy on a worker under "
              "this load: 64 % of samples in OpenCV's decode.",
     PROGRESSIVE_T: "At fit 512 a reduced decode that covers the target twice is 1/2 or 1/4: those scales "
-                   "read AC coefficients, so the DC-only rewrite (fit 200: 1.70x thumbor) does not "
+                   "read AC coefficients, so the DC-only rewrite (fit 200: 1.83x thumbor) does not "
                    "apply, and libjpeg entropy-decodes every scan whatever the scale; thumbor's draft "
                    "decode pays the same at a smaller scale. The margin of 2 is what OSS's bytes need; "
                    "at shrink_on_load_margin 1 (the row `imgmiddleware (margin 1)`, the same server "
-                   "otherwise) the rate is 1.53x thumbor at fit 512 and 2.74x at fit 200. A rewrite for "
-                   "1/4 would need the scans of coefficients up to 4 in zigzag order and an exactness "
-                   "proof like the DC-only one's.",
-    PNG_VIPS_T: "0.75x at fit 200 and 0.80x at fit 512; we are 1.13-1.33x the OpenCV floor (PNG decode by "
+                   "otherwise) the rate is 1.41x thumbor at fit 512 and 3.11x at fit 200. No rewrite "
+                   "of the scans is exact there: libjpeg's reduced inverse DCTs (jidctred.c) read "
+                   "coefficients up to the block's last row and column at 1/2 and at 1/4 alike.",
+    PNG_VIPS_T: "0.65x at fit 200 and 0.72x at fit 512; we are 1.14-1.16x the OpenCV floor (PNG decode by "
                 "imagecodecs' libpng). PNG has no reduced decode, so the decode is the work; pyvips "
                 "shrinks while it decodes, row by row (libspng with zlib-ng), in-process here, with no "
-                "HTTP. No maintained Python binding gives rows of a PNG as they are decoded.",
+                "HTTP, at 1.62-1.76x that floor. No maintained Python binding gives rows of a PNG as "
+                "they are decoded.",
     WEBP_VIPS_T: "0.89x at fit 200, 1.08x at fit 512, at 0.93-0.97x of the in-process floor: the HTTP "
                  "serving share (the floor split above). WebPs at 1/4 and 1/8 decode by libwebp's "
                  "scaled decode as libvips does (shrink-on-load, below): the same time as OpenCV's, a "
@@ -293,12 +294,12 @@ WHY = {
     PNGWEBP_T: "OpenCV has no reduced decode for PNG, so every server pays a full decode.",
     P99_T: "p99 at fixed concurrency follows per-request cost and queueing behind gunicorn's threads; "
            "the misses sit in the workloads where throughput is close to thumbor's.",
-    PSS_T: "The worst workloads are the baseline JPEGs (1.93x at fit 200, 2.13x at fit 512): the idle "
-           "tree alone (118 MB of PSS: the master and two workers with OpenCV, NumPy, Pillow and "
-           "imagecodecs, shared copy-on-write from the master; thumbor's is 43 MB) is most of our peak "
-           "and more than thumbor's whole peak there (83-110 MB), so 0.5x is out of reach for an "
-           "OpenCV server on those. Where images dominate: WebP 0.46-0.50x, PNG 0.84-0.86x, "
-           "progressive JPEG 0.97-0.98x. Each server runs every workload in turn and glibc keeps up to "
+    PSS_T: "The worst workloads are the baseline JPEGs (1.85x at fit 200, 2.15x at fit 512): the idle "
+           "tree alone (119 MB of PSS: the master and two workers with OpenCV, NumPy, Pillow and "
+           "imagecodecs, shared copy-on-write from the master; thumbor's is 41 MB) is most of our peak "
+           "and more than thumbor's whole peak there (89-115 MB), so 0.5x is out of reach for an "
+           "OpenCV server on those. Where images dominate: WebP 0.49x, PNG 0.82x, "
+           "progressive JPEG 0.96-0.99x. Each server runs every workload in turn and glibc keeps up to "
            "256 MB of freed heap a worker (the trim threshold, glibc malloc settings below), so a peak "
            "carries over from the workload before. Fewer threads a worker lower it (worker layouts, "
            "below). The memory of one transform, and what admission reserves for it, is in its own "
