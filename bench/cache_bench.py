@@ -60,8 +60,8 @@ sys.path.insert(0, str(HERE.parent))   # run from a checkout even when the packa
 
 from core_bench import (MIN_PIXELS, Photo, cpu_model, fetch_photo, middleware_request,  # noqa: E402
                         p, wsgi_body)
-from imgmiddleware import Config, ImageMiddleware  # noqa: E402
 from listeners import wait_until_accepting  # noqa: E402
+from imgmiddleware import Config, ImageMiddleware  # noqa: E402
 from imgmiddleware.imaging.probe import probe  # noqa: E402
 from imgmiddleware.origins.static import static_app  # noqa: E402
 from imgmiddleware.process import parse, run  # noqa: E402
@@ -228,7 +228,7 @@ class Server:
     def __init__(self, root: Path, config: Path, port: int, workers: int, threads: int, log: Path):
         exe = shutil.which("imgmiddleware")
         base = [exe] if exe else [sys.executable, "-m", "imgmiddleware.cli"]
-        self.cmd = base + ["--config", str(config), "serve", "--root", str(root),
+        self.cmd = base + ["--config", str(config), "serve", "--static", str(root),
                            "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
                            "--threads", str(threads)]
         self.base = f"http://127.0.0.1:{port}"
@@ -477,7 +477,10 @@ def main(argv=None) -> int:
         loads: list[Load] = []
         if wrk:
             toml = tmp / "imgmiddleware.toml"
-            toml.write_text(f'cache_memory_bytes = {MEMORY_BYTES}\ncache_dir = "{cache_dir}"\n')
+            # max_requests = 0: no worker recycled mid-load (its connections would all reconnect to
+            # the other worker while it restarts, and the restart would be measured).
+            toml.write_text(f'cache_memory_bytes = {MEMORY_BYTES}\ncache_dir = "{cache_dir}"\n'
+                            'max_requests = 0\n')
             server = Server(root, toml, free_port(), args.workers, args.threads, tmp / "server.log")
             try:
                 server.start()

@@ -287,10 +287,10 @@ WHY = {
                 "shrinks while it decodes, row by row (libspng with zlib-ng), in-process here, with no "
                 "HTTP, at 1.62-1.76x that floor. No maintained Python binding gives rows of a PNG as "
                 "they are decoded.",
-    WEBP_VIPS_T: "0.89x at fit 200, 1.08x at fit 512, at 0.93-0.97x of the in-process floor: the HTTP "
-                 "serving share (the floor split above). WebPs at 1/4 and 1/8 decode by libwebp's "
-                 "scaled decode as libvips does (shrink-on-load, below): the same time as OpenCV's, a "
-                 "fraction of the memory; the VP8 decode itself is the work for both.",
+    WEBP_VIPS_T: "WebPs at 1/4 and 1/8 decode by libwebp's scaled decode as libvips does "
+                 "(shrink-on-load, below): the same time as OpenCV's, a fraction of the memory; the "
+                 "VP8 decode itself is the work for both, and what is left is the HTTP serving share "
+                 "(the floor split above).",
     PNGWEBP_T: "OpenCV has no reduced decode for PNG, so every server pays a full decode.",
     P99_T: "p99 at fixed concurrency follows per-request cost and queueing behind gunicorn's threads; "
            "the misses sit in the workloads where throughput is close to thumbor's.",
