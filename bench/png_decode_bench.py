@@ -9,8 +9,8 @@ once into bench/.cache/png-corpus/ and reused (``--rebuild`` builds it again).
 Each candidate decodes to exactly what ``cv2.imdecode(..., IMREAD_UNCHANGED)`` gives (BGR or BGRA
 order, the same dtype and shape): the channel swap is part of its time, since the middleware would
 have to pay it. Candidates, each only when installed: ``cv2.imdecode`` (OpenCV 5's PNG reader),
-pyspng (libspng), imagecodecs' ``spng_decode`` (libspng) and ``png_decode`` (libpng), Pillow (its own
-PNG reader), and decode.py: imgmiddleware.imaging.decode's PNG entry, what the middleware runs.
+pyspng (libspng), imagecodecs' ``spng_decode`` (libspng) and ``png_decode`` (libpng), Wuffs (pywuffs), Pillow (its
+own PNG reader), and decode.py: imgmiddleware.imaging.decode's PNG entry, what the middleware runs.
 pyspng is no dependency of the project: when missing it is pip-installed once into bench/.cache/.
 The header says which zlib each one links. Every round times every (file, candidate) once, the
 candidates in a rotating order within the file, so a neighbour's load (2 cores, shared) hits them
@@ -112,11 +112,22 @@ def candidates() -> dict:
     except ImportError:
         pass
     try:
+        import pywuffs
+        from importlib.metadata import version
+        from imgmiddleware.imaging import png as png_module
+        found["Wuffs"] = (lambda data: _or_opencv(png_module._wuffs(data, _wuffs_format(data)), data),
+                          f"pywuffs {version('pywuffs')}: Wuffs' PNG decoder, its own inflate "
+                          f"({_linked_zlib(pywuffs.__file__)}), checksums verified, straight to "
+                          "BGR/BGRA")
+    except ImportError:
+        pass
+    try:
         from imgmiddleware.imaging.decode import NATIVE
         shipped = NATIVE["png"]
         found["decode.py"] = (lambda data: _or_opencv(shipped(data), data),
-                              "imgmiddleware.imaging.decode's PNG entry (what the middleware runs: "
-                              "imagecodecs png_decode, the swap in place by bands; OpenCV for the "
+                              "imgmiddleware.imaging.decode's PNG entry (what the middleware runs, "
+                              "imaging/png.py: Wuffs for 8-bit RGB, RGBA and palette PNGs, "
+                              "imagecodecs png_decode for the other still ones, OpenCV for the "
                               "PNGs it leaves)")
     except (ImportError, KeyError):
         pass
@@ -124,6 +135,13 @@ def candidates() -> dict:
     found["Pillow"] = (pillow, f"Pillow {pil_version}: its own PNG reader, "
                        f"{_linked_zlib(_imaging.__file__)}")
     return found
+
+
+def _wuffs_format(data: bytes):
+    """The pixel format OpenCV's answer has (BGRA when there is alpha), for Wuffs alone."""
+    from pywuffs import PixelFormat
+    alpha = data[25] in (4, 6) or b"tRNS" in data[:data.find(b"IDAT")]
+    return PixelFormat.BGRA_NONPREMUL if alpha else PixelFormat.BGR
 
 
 def _import_or_fetch(name: str):

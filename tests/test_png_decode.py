@@ -1,4 +1,4 @@
-"""PNG sources through imagecodecs' libpng (issue 19; imaging/decode.py's NATIVE["png"]): the same
+"""PNG sources through Wuffs and imagecodecs' libpng (issue 19; imaging/png.py, decode.py's NATIVE["png"]): the same
 pixels, dtype and shape as cv2.imdecode(IMREAD_UNCHANGED) for every kind of PNG, OpenCV kept for the
 ones it treats otherwise (APNG, interlaced, headers over its caps), the same failures, and the same
 answers through the middleware. The PNGs of each kind come from bench/png_decode_bench.py, which
@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from imgmiddleware.imaging import decode as decode_module
+from imgmiddleware.imaging import png as png_module
 from imgmiddleware.imaging.decode import NATIVE, DecodeError, decode_source
 from imgmiddleware.imaging.probe import probe
 
@@ -24,9 +25,10 @@ from .conftest import FIXTURES, get, make_client, ok
 from .hostile_files import garbled_headers, png_declaring, truncated_body
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from png_decode_bench import sample_pngs, write_png  # noqa: E402
+from png_decode_bench import _chunk, sample_pngs, write_png  # noqa: E402
 
 KINDS = sample_pngs()
+BY_WUFFS = {"RGB", "RGBA", "palette", "palette+tRNS", "RGB+gAMA+sRGB"}
 LEFT_TO_OPENCV = {"RGB interlaced", "RGBA interlaced", "grey interlaced", "RGB 16-bit interlaced",
                   "APNG (2 frames)", "APNG, default image hidden"}
 
@@ -156,3 +158,83 @@ def test_a_png_of_countless_chunks_before_its_pixels_is_left_to_opencv():
     padded = plain[:at] + empty_private_chunk * 5000 + plain[at:]
     assert NATIVE["png"](padded) is None
     assert_same(decode_module.decode(padded, "png"), decode_module.decode(plain, "png"))
+
+
+@pytest.fixture
+def libpng_calls(monkeypatch):
+    """The files png.py hands to libpng (Wuffs refused them, or they are not Wuffs' kind)."""
+    calls = []
+    real = png_module._libpng
+
+    def counting(data):
+        calls.append(bytes(data))
+        return real(data)
+
+    monkeypatch.setattr(png_module, "_libpng", counting)
+    return calls
+
+
+@pytest.mark.parametrize("kind", sorted(set(KINDS) - LEFT_TO_OPENCV))
+def test_wuffs_takes_8_bit_colour_and_libpng_the_rest(kind, libpng_calls):
+    """The rule: 8-bit RGB, RGBA and palette PNGs by Wuffs (a palette's tRNS as BGRA); grey, 16
+    bits, 1 bit and RGB colour keys by libpng. Either way OpenCV's pixels."""
+    data = KINDS[kind]
+    assert_same(NATIVE["png"](data), opencv(data))
+    assert (libpng_calls == []) == (kind in BY_WUFFS), kind
+
+
+def test_a_photo_is_decoded_by_wuffs_to_opencvs_pixels(libpng_calls):
+    with Image.open(FIXTURES / "example.jpg") as im:
+        buf = io.BytesIO()
+        im.convert("RGB").save(buf, "PNG", compress_level=6)
+    data = buf.getvalue()
+    got = NATIVE["png"](memoryview(data))
+    assert_same(got, opencv(data))
+    assert libpng_calls == []
+    assert got.flags["C_CONTIGUOUS"] and got.flags["WRITEABLE"]   # the actions write in place
+
+
+def _one_idat(rows: bytes, width: int = 5, height: int = 4, colour_type: int = 2) -> bytes:
+    ihdr = _chunk(b"IHDR", (width).to_bytes(4, "big") + (height).to_bytes(4, "big")
+                  + bytes([8, colour_type, 0, 0, 0]))
+    return png_module.SIGNATURE + ihdr + _chunk(b"IDAT", zlib.compress(rows)) + _chunk(b"IEND", b"")
+
+
+RAW = b"".join(b"\0" + bytes(range(y * 15, y * 15 + 15)) for y in range(4))   # 5x4 RGB, filter 0
+
+
+def _with_bad(data: bytes, what: str) -> bytes:
+    """``data`` with one checksum broken: a chunk's CRC (IHDR, IDAT) or zlib's Adler-32."""
+    if what == "Adler-32":
+        stream = bytearray(zlib.compress(RAW))
+        stream[-1] ^= 1
+        return data[:33] + _chunk(b"IDAT", bytes(stream)) + _chunk(b"IEND", b"")
+    at = data.index(what.encode()) - 4
+    crc = at + 8 + int.from_bytes(data[at:at + 4], "big")
+    return data[:crc] + bytes([data[crc] ^ 1]) + data[crc + 1:]
+
+
+@pytest.mark.parametrize("what", ["IHDR", "IDAT", "Adler-32"])
+def test_a_broken_checksum_is_refused_as_libpng_refuses_it(what, libpng_calls):
+    """Wuffs verifies CRCs and Adler-32 (its binding skips them unless told): a damaged file is the
+    same DecodeError as before, never pixels OpenCV would not give."""
+    data = _with_bad(_one_idat(RAW), what)
+    assert opencv(data) is None
+    with pytest.raises(DecodeError):
+        decode_module.decode(data, "png")
+    assert len(libpng_calls) == 1
+
+
+@pytest.mark.parametrize("rows", [RAW + b"\0" * 16, RAW + RAW[:16]], ids=["zeros", "a row"])
+def test_what_wuffs_refuses_and_libpng_takes_is_libpngs_answer(rows, libpng_calls):
+    """Pixel data running past the last row: Wuffs refuses it, libpng (and OpenCV) ignore the rest."""
+    data = _one_idat(rows)
+    assert_same(NATIVE["png"](data), opencv(data))
+    assert len(libpng_calls) == 1
+
+
+def test_a_view_of_the_whole_body_is_passed_without_a_copy():
+    body = _one_idat(RAW)
+    assert png_module._as_bytes(memoryview(body)) is body
+    assert png_module._as_bytes(memoryview(body)[1:]) == body[1:]
+    assert png_module._as_bytes(bytearray(body)) == body

@@ -1,4 +1,4 @@
-"""Decode once into 8-bit BGR or BGRA, with OpenCV (PNG with imagecodecs' libpng, to the same pixels);
+"""Decode once into 8-bit BGR or BGRA, with OpenCV (PNG by Wuffs or libpng, png.py, to the same pixels);
 JPEG and opaque WebP may decode reduced (shrink-on-load), a WebP at 1/4 or 1/8 by libwebp's own
 scaled decode (webp_scaled.py), which never holds the full-size frame of a lossy WebP.
 
@@ -19,8 +19,6 @@ every scale.
 from __future__ import annotations
 
 import io
-import os
-import struct
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -28,11 +26,9 @@ from typing import Callable, NamedTuple
 
 import cv2
 import numpy as np
-from imagecodecs import png_decode as libpng_decode   # loads its PNG codec alone, not the others
 from PIL import Image
 
-from . import colour, heif, jpeg_scans, webp_scaled
-from .pixels import swap_red_blue
+from . import colour, heif, jpeg_scans, png, webp_scaled
 from .probe import PILLOW_BOMB, PILLOW_ERRORS, too_many_pixels
 
 REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
@@ -126,67 +122,9 @@ def decode(data: bytes | memoryview, fmt: str, reduce: int = 1, keep_16bit: bool
     return to_bgr(img, keep_16bit)
 
 
-# PNG (issue 19, bench/png_decode_bench.py, docs/BENCHMARKS.md "PNG decode"): OpenCV 5's PNG reader
-# takes 1.4-1.8x as long as imagecodecs' build of libpng on the corpus photos, on the same zlib, and
-# imagecodecs gives the same pixels as cv2.imdecode(IMREAD_UNCHANGED) for every kind of PNG (grey,
-# grey+alpha, palette with or without tRNS, colour keys, 1 to 16 bits) once RGB(A) is swapped to
-# BGR(A), in place; it releases the GIL while it decodes. OpenCV keeps the PNGs it treats otherwise:
-# - an APNG (acTL before the pixels): OpenCV returns the animation's first frame, which is not the
-#   image imagecodecs returns (the default one) when the default image is hidden;
-# - Adam7-interlaced ones: same pixels, but imagecodecs' libpng writes a warning to stderr each time;
-# - a header over OpenCV's own size caps: OpenCV refuses it (cv2.error, a DecodeError) before
-#   allocating anything, where imagecodecs would allocate the whole image first;
-# - anything without the signature and a first IHDR: OpenCV's failure and messages, as before.
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# OpenCV's imgcodecs limits (CV_IO_MAX_IMAGE_WIDTH/HEIGHT/PIXELS), and the variables that move them.
-_CV_MAX_WIDTH = int(os.environ.get("OPENCV_IO_MAX_IMAGE_WIDTH", 1 << 20))
-_CV_MAX_HEIGHT = int(os.environ.get("OPENCV_IO_MAX_IMAGE_HEIGHT", 1 << 20))
-_CV_MAX_PIXELS = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))
-_MAX_CHUNKS_BEFORE_PIXELS = 4096
-
-
-def _png_for_libpng(data: bytes | memoryview) -> bool:
-    """Whether imagecodecs decodes this PNG as OpenCV would (see above): a plain, non-interlaced
-    still image within OpenCV's caps. Reads the chunk headers before the first IDAT only."""
-    if len(data) < 33 or bytes(data[:8]) != _PNG_SIGNATURE or bytes(data[12:16]) != b"IHDR":
-        return False
-    width, height, interlace = *struct.unpack_from(">II", data, 16), data[28]
-    if interlace or width > _CV_MAX_WIDTH or height > _CV_MAX_HEIGHT or width * height > _CV_MAX_PIXELS:
-        return False
-    offset, end = 8, len(data)
-    for _ in range(_MAX_CHUNKS_BEFORE_PIXELS):
-        if offset + 8 > end:
-            return True                         # no IDAT: libpng fails on it, a DecodeError
-        length, kind = struct.unpack_from(">I4s", data, offset)
-        if kind == b"IDAT":
-            return True
-        if kind == b"acTL":
-            return False
-        offset += 12 + length                   # length, type, payload, CRC
-    return False                                # a file of countless tiny chunks: not walked here
-
-
-def _png(data: bytes | memoryview) -> np.ndarray | None:
-    """What cv2.imdecode(IMREAD_UNCHANGED) gives for this PNG, by imagecodecs' libpng; None to leave
-    it to OpenCV."""
-    if not _png_for_libpng(data):
-        return None
-    img = libpng_decode(data)
-    if img.ndim == 2:
-        return img
-    channels = img.shape[2]
-    if channels in (3, 4):
-        return swap_red_blue(img)
-    if channels == 2:                           # grey+alpha: OpenCV gives it as BGRA
-        out = cv2.cvtColor(np.ascontiguousarray(img[:, :, 0]), cv2.COLOR_GRAY2BGRA)
-        out[:, :, 3] = img[:, :, 1]
-        return out
-    return img[:, :, 0]
-
-
 # Decoders used instead of OpenCV's for a full-size decode of a format; each returns None for a file
 # it leaves to OpenCV.
-NATIVE = {"png": _png}
+NATIVE = {"png": png.decode}   # png.py: Wuffs, libpng or OpenCV, one rule
 
 
 class Reduced(NamedTuple):

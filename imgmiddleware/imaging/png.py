@@ -1,0 +1,132 @@
+"""PNG sources: what cv2.imdecode(IMREAD_UNCHANGED) gives, by the fastest decoder that gives the same
+pixels (issue 19, bench/png_decode_bench.py, docs/BENCHMARKS.md "PNG decode").
+
+One rule, read from the chunk headers before the first IDAT (:func:`header`):
+
+- 8-bit RGB, RGBA and palette PNGs (almost every photo and web graphic): Wuffs, whose own inflate
+  and filters decode 1.3-1.5x as fast as libpng on the same photos, straight into BGR or BGRA (no
+  swap). It holds the still-filtered image while it decodes (one more image's bytes: DECODE_PEAK
+  in process/budget.py covers it) and releases the GIL. Checksums are verified, so it refuses what
+  libpng refuses; whatever it refuses or rejects as malformed goes to libpng, whose answer (pixels
+  or its error) stands, so a file's verdict is libpng's as before.
+- other still, non-interlaced PNGs (grey, grey+alpha, 16 bits, colour keys): imagecodecs' libpng,
+  1.3-1.6x as fast as OpenCV's reader on the same zlib, the same pixels once RGB is swapped to BGR.
+- OpenCV for the rest (None here): an APNG (acTL before the pixels; OpenCV gives the animation's first
+  frame, not the default image libpng gives when that is hidden), Adam7-interlaced ones (imagecodecs'
+  libpng warns on stderr for each), a header over OpenCV's own size caps (refused before anything is
+  allocated), anything without the signature and a first IHDR.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+from imagecodecs import png_decode as libpng_decode   # loads its PNG codec alone, not the others
+from pywuffs import ImageDecoderQuirks, ImageDecoderType, PixelFormat
+from pywuffs.aux import ImageDecoder, ImageDecoderConfig
+
+from .pixels import swap_red_blue
+
+SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# OpenCV's imgcodecs limits (CV_IO_MAX_IMAGE_WIDTH/HEIGHT/PIXELS), and the variables that move them.
+_CV_MAX_WIDTH = int(os.environ.get("OPENCV_IO_MAX_IMAGE_WIDTH", 1 << 20))
+_CV_MAX_HEIGHT = int(os.environ.get("OPENCV_IO_MAX_IMAGE_HEIGHT", 1 << 20))
+_CV_MAX_PIXELS = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))
+_MAX_CHUNKS_BEFORE_PIXELS = 4096
+
+_RGB, _PALETTE, _RGBA = 2, 3, 6      # IHDR colour types Wuffs decodes here (8 bits a channel)
+# The pixel format Wuffs writes, chosen as OpenCV's shape: a palette's tRNS (its alpha) makes OpenCV's
+# answer BGRA, as does an alpha channel. An RGB colour key (tRNS) stays with libpng: Wuffs writes the
+# keyed pixels transparent black, libpng keeps their colour under alpha 0.
+_WUFFS_FORMAT = {(_RGB, False): PixelFormat.BGR,
+                 (_PALETTE, False): PixelFormat.BGR, (_PALETTE, True): PixelFormat.BGRA_NONPREMUL,
+                 (_RGBA, False): PixelFormat.BGRA_NONPREMUL, (_RGBA, True): PixelFormat.BGRA_NONPREMUL}
+
+
+class Header(NamedTuple):
+    colour_type: int
+    bit_depth: int
+    has_trns: bool
+
+
+def header(data: bytes | memoryview) -> Header | None:
+    """What decides the decoder, or None to leave the file to OpenCV (above). Reads the chunk
+    headers before the first IDAT only."""
+    if len(data) < 33 or bytes(data[:8]) != SIGNATURE or bytes(data[12:16]) != b"IHDR":
+        return None
+    width, height = struct.unpack_from(">II", data, 16)
+    bit_depth, colour_type, interlace = data[24], data[25], data[28]
+    if interlace or width > _CV_MAX_WIDTH or height > _CV_MAX_HEIGHT or width * height > _CV_MAX_PIXELS:
+        return None
+    has_trns = False
+    offset, end = 8, len(data)
+    for _ in range(_MAX_CHUNKS_BEFORE_PIXELS):
+        if offset + 8 > end:
+            break                               # no IDAT: libpng fails on it, a DecodeError
+        length, kind = struct.unpack_from(">I4s", data, offset)
+        if kind == b"IDAT":
+            break
+        if kind == b"acTL":
+            return None
+        has_trns = has_trns or kind == b"tRNS"
+        offset += 12 + length                   # length, type, payload, CRC
+    else:
+        return None                             # a file of countless tiny chunks: not walked here
+    return Header(colour_type, bit_depth, has_trns)
+
+
+def decode(data: bytes | memoryview) -> np.ndarray | None:
+    """What cv2.imdecode(IMREAD_UNCHANGED) gives for this PNG; None to leave it to OpenCV.
+    libpng's errors propagate (the caller's DecodeError)."""
+    head = header(data)
+    if head is None:
+        return None
+    if head.bit_depth == 8:
+        pixel_format = _WUFFS_FORMAT.get((head.colour_type, head.has_trns))
+        if pixel_format is not None:
+            img = _wuffs(data, pixel_format)
+            if img is not None:
+                return img
+    return _libpng(data)
+
+
+def _wuffs(data: bytes | memoryview, pixel_format: PixelFormat) -> np.ndarray | None:
+    """Wuffs' decode in ``pixel_format``, or None when it refuses the file. A decoder object costs
+    about a microsecond, so each call makes its own (no sharing between threads)."""
+    config = ImageDecoderConfig()
+    config.enabled_decoders = [ImageDecoderType.PNG]
+    config.pixel_format = pixel_format
+    config.quirks = {ImageDecoderQuirks.IGNORE_CHECKSUM: 0}   # unset, the binding skips CRC and Adler
+    result = ImageDecoder(config).decode(_as_bytes(data))
+    if result.error_message:
+        return None
+    return result.pixbuf
+
+
+def _as_bytes(data: bytes | memoryview) -> bytes:
+    """The binding takes bytes only: a view of a whole bytes object is passed as that object, with
+    no copy."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, memoryview) and isinstance(data.obj, bytes) and data.nbytes == len(data.obj):
+        return data.obj
+    return bytes(data)
+
+
+def _libpng(data: bytes | memoryview) -> np.ndarray:
+    """imagecodecs' libpng, in OpenCV's channel order and shape."""
+    img = libpng_decode(data)
+    if img.ndim == 2:
+        return img
+    channels = img.shape[2]
+    if channels in (3, 4):
+        return swap_red_blue(img)
+    if channels == 2:                           # grey+alpha: OpenCV gives it as BGRA
+        out = cv2.cvtColor(np.ascontiguousarray(img[:, :, 0]), cv2.COLOR_GRAY2BGRA)
+        out[:, :, 3] = img[:, :, 1]
+        return out
+    return img[:, :, 0]
