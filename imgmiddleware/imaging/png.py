@@ -3,14 +3,15 @@ pixels (issue 19, bench/png_decode_bench.py, docs/BENCHMARKS.md "PNG decode").
 
 One rule, read from the chunk headers before the first IDAT (:func:`header`):
 
-- 8-bit RGB, RGBA and palette PNGs (almost every photo and web graphic): Wuffs, whose own inflate
-  and filters decode 1.3-1.5x as fast as libpng on the same photos, straight into BGR or BGRA (no
-  swap). It holds the still-filtered image while it decodes (one more image's bytes: DECODE_PEAK
-  in process/budget.py covers it) and releases the GIL. Checksums are verified, so it refuses what
-  libpng refuses; whatever it refuses or rejects as malformed goes to libpng, whose answer (pixels
-  or its error) stands, so a file's verdict is libpng's as before.
-- other still, non-interlaced PNGs (grey, grey+alpha, 16 bits, colour keys): imagecodecs' libpng,
-  1.3-1.6x as fast as OpenCV's reader on the same zlib, the same pixels once RGB is swapped to BGR.
+- 8-bit RGB, RGBA and palette PNGs (almost every photo and web graphic), when the 'wuffs' extra is
+  installed: Wuffs, whose own inflate and filters decode 1.4x as fast as libpng on the same photos,
+  straight into BGR or BGRA (no swap). It holds the still-filtered image while it decodes (one more
+  image's bytes: DECODE_PEAK in process/budget.py covers it) and releases the GIL. Checksums are
+  verified, so it refuses what libpng refuses; whatever it refuses goes to libpng, whose answer
+  (pixels or its error) stands, so a file's verdict is libpng's as before.
+- other still, non-interlaced PNGs (grey, grey+alpha, 16 bits, colour keys), and every one of them
+  without Wuffs: imagecodecs' libpng, 1.3-1.6x as fast as OpenCV's reader on the same zlib, the
+  same pixels once RGB is swapped to BGR.
 - OpenCV for the rest (None here): an APNG (acTL before the pixels; OpenCV gives the animation's first
   frame, not the default image libpng gives when that is hidden), Adam7-interlaced ones (imagecodecs'
   libpng warns on stderr for each), a header over OpenCV's own size caps (refused before anything is
@@ -26,10 +27,16 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 from imagecodecs import png_decode as libpng_decode   # loads its PNG codec alone, not the others
-from pywuffs import ImageDecoderQuirks, ImageDecoderType, PixelFormat
-from pywuffs.aux import ImageDecoder, ImageDecoderConfig
 
 from .pixels import swap_red_blue
+
+try:                          # the 'wuffs' extra: a binding published as source only (setup.py)
+    from pywuffs import ImageDecoderQuirks, ImageDecoderType, PixelFormat
+    from pywuffs.aux import ImageDecoder, ImageDecoderConfig
+except ImportError:           # every PNG to libpng: the same pixels, slower
+    WUFFS = False
+else:
+    WUFFS = True
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # OpenCV's imgcodecs limits (CV_IO_MAX_IMAGE_WIDTH/HEIGHT/PIXELS), and the variables that move them.
@@ -41,10 +48,11 @@ _MAX_CHUNKS_BEFORE_PIXELS = 4096
 _RGB, _PALETTE, _RGBA = 2, 3, 6      # IHDR colour types Wuffs decodes here (8 bits a channel)
 # The pixel format Wuffs writes, chosen as OpenCV's shape: a palette's tRNS (its alpha) makes OpenCV's
 # answer BGRA, as does an alpha channel. An RGB colour key (tRNS) stays with libpng: Wuffs writes the
-# keyed pixels transparent black, libpng keeps their colour under alpha 0.
+# keyed pixels transparent black, libpng keeps their colour under alpha 0. Empty without Wuffs.
 _WUFFS_FORMAT = {(_RGB, False): PixelFormat.BGR,
                  (_PALETTE, False): PixelFormat.BGR, (_PALETTE, True): PixelFormat.BGRA_NONPREMUL,
-                 (_RGBA, False): PixelFormat.BGRA_NONPREMUL, (_RGBA, True): PixelFormat.BGRA_NONPREMUL}
+                 (_RGBA, False): PixelFormat.BGRA_NONPREMUL,
+                 (_RGBA, True): PixelFormat.BGRA_NONPREMUL} if WUFFS else {}
 
 
 class Header(NamedTuple):
