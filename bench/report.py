@@ -262,14 +262,14 @@ EXTRA_SECTIONS = (
 
 # Why a target is missed, by target: the best reading of the figures (the profile is the authority).
 WHY = {
-    JPEG_T: "Baseline JPEGs are where it is lost (1.01x at fit 200, 1.07x at fit 512; progressive 1.83x "
+    JPEG_T: "Baseline JPEGs are where it is lost (1.00x at fit 200, 1.07x at fit 512; progressive 1.76x "
             "and 1.06x). Thumbor on Pillow decodes JPEGs reduced too, so on baseline JPEGs what is left "
             "is the fixed cost of a request (the floor row and the split below) and the reduced decode's "
             "margin of 2, which OSS's own thumbnail bytes need (a larger decode than thumbor's draft).",
     FLOOR_T: "Split (table below): the floor's own work behind gunicorn's gthread worker and nothing "
-             "else runs at 0.84-0.88x of the in-process floor, with the load generator taking 0.01 "
+             "else runs at 0.85-0.88x of the in-process floor, with the load generator taking 0.01 "
              "cores: serving HTTP from Python costs 1-2 ms of CPU a request, whoever does it. Against "
-             "that server we are at 0.91x at fit 200 and 1.02x at fit 512 (12.3 against 11.3 ms of CPU "
+             "that server we are at 0.95x at fit 200 and 0.99x at fit 512 (11.9 against 11.2 ms of CPU "
              "a thumbnail at fit 200; before this round's request-path work 0.83x and 1.00x). What was "
              "ours: the bundled bucket's GetObject, which every uncached thumbnail calls for its "
              "source, took 0.3 ms in one process and twice that under load (werkzeug's response "
@@ -280,18 +280,21 @@ WHY = {
              "HTTP parser saves 20-30 us of it (measured below, not adopted). py-spy on a worker under "
              "this load: 64 % of samples in OpenCV's decode.",
     PROGRESSIVE_T: "At fit 512 a reduced decode that covers the target twice is 1/2 or 1/4: those scales "
-                   "read AC coefficients, so the DC-only rewrite (fit 200: 1.83x thumbor) does not "
+                   "read AC coefficients, so the DC-only rewrite (fit 200: 1.76x thumbor) does not "
                    "apply, and libjpeg entropy-decodes every scan whatever the scale; thumbor's draft "
                    "decode pays the same at a smaller scale. The margin of 2 is what OSS's bytes need; "
                    "at shrink_on_load_margin 1 (the row `imgmiddleware (margin 1)`, the same server "
-                   "otherwise) the rate is 1.41x thumbor at fit 512 and 3.11x at fit 200. No rewrite "
+                   "otherwise) the rate is 1.49x thumbor at fit 512 and 2.93x at fit 200. No rewrite "
                    "of the scans is exact there: libjpeg's reduced inverse DCTs (jidctred.c) read "
                    "coefficients up to the block's last row and column at 1/2 and at 1/4 alike.",
-    PNG_VIPS_T: "0.65x at fit 200 and 0.72x at fit 512; we are 1.14-1.16x the OpenCV floor (PNG decode by "
-                "imagecodecs' libpng). PNG has no reduced decode, so the decode is the work; pyvips "
-                "shrinks while it decodes, row by row (libspng with zlib-ng), in-process here, with no "
-                "HTTP, at 1.62-1.76x that floor. No maintained Python binding gives rows of a PNG as "
-                "they are decoded.",
+    PNG_VIPS_T: "0.86x at fit 200 and 0.92x at fit 512 (0.65x and 0.72x before this round's Wuffs decode, "
+                "PNG decode below); we are 1.50-1.55x the OpenCV floor, pyvips 1.63-1.79x. PNG has no "
+                "reduced decode, so the decode is the work. Our server spends 65.6 ms of CPU a fit-200 "
+                "thumbnail, HTTP included, against pyvips' 60.7 in-process with no HTTP: our decode "
+                "still gives the whole image (Wuffs holds its filtered rows too), which INTER_AREA then "
+                "reads again (a quarter of a thumbnail's time in one process, the PNG decode table), "
+                "where pyvips shrinks the rows as libspng (on zlib-ng) gives them. No maintained Python "
+                "binding gives rows of a PNG as they are decoded.",
     WEBP_VIPS_T: "WebPs at 1/4 and 1/8 decode by libwebp's scaled decode as libvips does "
                  "(shrink-on-load, below): the same time as OpenCV's, a fraction of the memory; the "
                  "VP8 decode itself is the work for both, and what is left is the HTTP serving share "
@@ -299,12 +302,13 @@ WHY = {
     PNGWEBP_T: "OpenCV has no reduced decode for PNG, so every server pays a full decode.",
     P99_T: "p99 at fixed concurrency follows per-request cost and queueing behind gunicorn's threads; "
            "the misses sit in the workloads where throughput is close to thumbor's.",
-    PSS_T: "The worst workloads are the baseline JPEGs (1.85x at fit 200, 2.15x at fit 512): the idle "
-           "tree alone (119 MB of PSS: the master and two workers with OpenCV, NumPy, Pillow and "
-           "imagecodecs, shared copy-on-write from the master; thumbor's is 41 MB) is most of our peak "
-           "and more than thumbor's whole peak there (89-115 MB), so 0.5x is out of reach for an "
-           "OpenCV server on those. Where images dominate: WebP 0.49x, PNG 0.82x, "
-           "progressive JPEG 0.96-0.99x. Each server runs every workload in turn and glibc keeps up to "
+    PSS_T: "The worst workloads are the baseline JPEGs (1.88x at fit 200, 1.95x at fit 512): the idle "
+           "tree alone (116 MB of PSS: the master and two workers with OpenCV, NumPy, Pillow and "
+           "imagecodecs, shared copy-on-write from the master; thumbor's is 43 MB) is most of our peak "
+           "and more than thumbor's whole peak there (86-127 MB), so 0.5x is out of reach for an "
+           "OpenCV server on those. Where images dominate: WebP 0.52-0.53x, PNG 0.86-0.88x "
+           "(0.82x before Wuffs, which holds the still-filtered image while it decodes), progressive "
+           "JPEG 1.01-1.02x. Each server runs every workload in turn and glibc keeps up to "
            "256 MB of freed heap a worker (the trim threshold, glibc malloc settings below), so a peak "
            "carries over from the workload before. Fewer threads a worker lower it (worker layouts, "
            "below). The memory of one transform, and what admission reserves for it, is in its own "
