@@ -65,7 +65,7 @@ setup(
         # HEIC/HEIF input and output (OpenCV has no HEVC codec).
         "heif": ["pillow-heif>=1.0"],
         # Faster PNG sources (imaging/png.py): Wuffs, Google's memory-safe codec library, decodes
-        # 8-bit RGB, RGBA and palette PNGs 1.4x as fast again as imagecodecs' libpng (its own
+        # PNGs of up to 8 bits a sample 1.4x as fast again as imagecodecs' libpng (its own
         # inflate; libpng spends 60% of its time in the system's zlib), to the same pixels, with the
         # GIL released and checksums verified. An extra because its binding is published as source
         # only: installing it compiles Wuffs (a C++ compiler, about a minute); without it every PNG

@@ -115,7 +115,7 @@ def candidates() -> dict:
         import pywuffs
         from importlib.metadata import version
         from imgmiddleware.imaging import png as png_module
-        found["Wuffs"] = (lambda data: _or_opencv(png_module._wuffs(data, _wuffs_format(data)), data),
+        found["Wuffs"] = (lambda data: _or_opencv(_wuffs_alone(data), data),
                           f"pywuffs {version('pywuffs')}: Wuffs' PNG decoder, its own inflate "
                           f"({_linked_zlib(pywuffs.__file__)}), checksums verified, straight to "
                           "BGR/BGRA")
@@ -137,11 +137,16 @@ def candidates() -> dict:
     return found
 
 
-def _wuffs_format(data: bytes):
-    """The pixel format OpenCV's answer has (BGRA when there is alpha), for Wuffs alone."""
+def _wuffs_alone(data: bytes):
+    """Wuffs on any PNG, in the pixel format OpenCV's answer has (one grey plane, BGR, or BGRA when
+    there is alpha), with none of png.py's rule around it."""
     from pywuffs import PixelFormat
+    from imgmiddleware.imaging import png as png_module
     alpha = data[25] in (4, 6) or b"tRNS" in data[:data.find(b"IDAT")]
-    return PixelFormat.BGRA_NONPREMUL if alpha else PixelFormat.BGR
+    grey = data[25] == 0 and not alpha
+    img = png_module._wuffs(data, PixelFormat.Y if grey else
+                           PixelFormat.BGRA_NONPREMUL if alpha else PixelFormat.BGR)
+    return img[:, :, 0] if grey and img is not None else img
 
 
 def _import_or_fetch(name: str):
@@ -261,6 +266,7 @@ def sample_pngs(width: int = 67, height: int = 45) -> dict[str, bytes]:
         "palette+tRNS": pil(palette, transparency=bytes(range(0, 256, 4))),
         "1-bit": pil(Image.fromarray(grey > 127)),
         "RGB+tRNS key": pil(Image.fromarray(rgb), transparency=key),
+        "grey+tRNS key": pil(Image.fromarray(grey), transparency=int(grey[3, 5])),
         "RGB+gAMA+sRGB": write_png(rgb, 2, extra=((b"gAMA", struct.pack(">I", 45455)), (b"sRGB", srgb))),
         "RGB 16-bit": write_png(deep, 2),
         "RGBA 16-bit": write_png(np.dstack([deep, alpha.astype(np.uint16) * 257]), 6),

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from png_decode_bench import _chunk, sample_pngs, write_png  # noqa: E402
 
 KINDS = sample_pngs()
-BY_WUFFS = {"RGB", "RGBA", "palette", "palette+tRNS", "RGB+gAMA+sRGB"}
-LEFT_TO_OPENCV = {"RGB interlaced", "RGBA interlaced", "grey interlaced", "RGB 16-bit interlaced",
+BY_WUFFS = {"RGB", "RGBA", "palette", "palette+tRNS", "RGB+gAMA+sRGB", "grey", "grey+alpha", "1-bit"}
+LEFT_TO_OPENCV = {"grey+tRNS key", "RGB interlaced", "RGBA interlaced", "grey interlaced", "RGB 16-bit interlaced",
                   "APNG (2 frames)", "APNG, default image hidden"}
 
 
@@ -176,9 +176,9 @@ def libpng_calls(monkeypatch):
 
 
 @pytest.mark.parametrize("kind", sorted(set(KINDS) - LEFT_TO_OPENCV))
-def test_wuffs_takes_8_bit_colour_and_libpng_the_rest(kind, libpng_calls):
-    """The rule: 8-bit RGB, RGBA and palette PNGs by Wuffs (a palette's tRNS as BGRA); grey, 16
-    bits, 1 bit and RGB colour keys by libpng. Either way OpenCV's pixels."""
+def test_wuffs_takes_up_to_8_bits_and_libpng_the_rest(kind, libpng_calls):
+    """The rule: up to 8 bits a sample by Wuffs (a palette's tRNS as BGRA, grey as one plane, grey+
+    alpha as BGRA); 16 bits and colour keys by libpng. Either way OpenCV's pixels."""
     data = KINDS[kind]
     assert_same(NATIVE["png"](data), opencv(data))
     assert (libpng_calls == []) == (kind in BY_WUFFS), kind
@@ -266,3 +266,52 @@ def test_without_the_wuffs_extra_every_png_goes_to_libpng():
                           timeout=120, cwd=Path(__file__).resolve().parent.parent)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "libpng only"
+
+
+def _packed_png(values: np.ndarray, depth: int, colour_type: int, extra: bytes = b"") -> bytes:
+    """A grey or palette PNG of 1, 2 or 4 bits a sample (Pillow writes these only for some modes):
+    samples packed high bits first, each row padded to a byte, filter 0."""
+    height, width = values.shape
+    per_byte = 8 // depth
+    padded = np.zeros((height, -(-width // per_byte) * per_byte), np.uint8)
+    padded[:, :width] = values
+    groups = padded.reshape(height, -1, per_byte)
+    packed = np.zeros(groups.shape[:2], np.uint8)
+    for i in range(per_byte):
+        packed |= groups[:, :, i] << (8 - depth * (i + 1))
+    rows = b"".join(b"\0" + row.tobytes() for row in packed)
+    ihdr = _chunk(b"IHDR", width.to_bytes(4, "big") + height.to_bytes(4, "big")
+                  + bytes([depth, colour_type, 0, 0, 0]))
+    return (png_module.SIGNATURE + ihdr + extra + _chunk(b"IDAT", zlib.compress(rows))
+            + _chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4])
+@pytest.mark.parametrize("kind", ["grey", "palette", "palette+tRNS"])
+def test_grey_and_palette_of_fewer_bits_decode_to_opencvs_pixels(depth, kind, libpng_calls):
+    values = (np.arange(13 * 7).reshape(7, 13) * 5 % (1 << depth)).astype(np.uint8)
+    extra = b""
+    if kind != "grey":
+        colours = 1 << depth
+        extra = _chunk(b"PLTE", bytes((i * 37 + c * 91) % 256 for i in range(colours) for c in range(3)))
+        if kind == "palette+tRNS":
+            extra += _chunk(b"tRNS", bytes(range(0, 256, 256 // colours))[:colours - 1])
+    data = _packed_png(values, depth, 0 if kind == "grey" else 3, extra)
+    want = opencv(data)
+    assert want is not None and want.shape[:2] == (7, 13)
+    assert_same(NATIVE["png"](data), want)
+    assert libpng_calls == []
+
+
+@pytest.mark.parametrize("depth", [1, 8])
+def test_a_grey_colour_key_stays_with_opencv(depth, libpng_calls):
+    """OpenCV gives one grey plane and ignores the key; libpng (imagecodecs) gave grey+alpha, so
+    BGRA, and Wuffs blacks the keyed pixels: such a file is OpenCV's, as before issue 19."""
+    values = (np.arange(13 * 7).reshape(7, 13) % (1 << depth)).astype(np.uint8)
+    key = _chunk(b"tRNS", (1).to_bytes(2, "big"))
+    data = (_packed_png(values, depth, 0, key) if depth < 8 else
+            write_png(values * 50, 0, extra=((b"tRNS", (50).to_bytes(2, "big")),)))
+    assert NATIVE["png"](data) is None
+    assert opencv(data).shape == (7, 13)
+    assert_same(decode_module.decode(data, "png"), cv2.cvtColor(opencv(data), cv2.COLOR_GRAY2BGR))
+    assert libpng_calls == []

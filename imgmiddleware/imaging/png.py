@@ -3,16 +3,17 @@ pixels (issue 19, bench/png_decode_bench.py, docs/BENCHMARKS.md "PNG decode").
 
 One rule, read from the chunk headers before the first IDAT (:func:`header`):
 
-- 8-bit RGB, RGBA and palette PNGs (almost every photo and web graphic), when the 'wuffs' extra is
-  installed: Wuffs, whose own inflate and filters decode 1.4x as fast as libpng on the same photos,
-  straight into BGR or BGRA (no swap). It holds the still-filtered image while it decodes (one more
-  image's bytes: DECODE_PEAK in process/budget.py covers it) and releases the GIL. Checksums are
-  verified, so it refuses what libpng refuses; whatever it refuses goes to libpng, whose answer
-  (pixels or its error) stands, so a file's verdict is libpng's as before.
-- other still, non-interlaced PNGs (grey, grey+alpha, 16 bits, colour keys), and every one of them
-  without Wuffs: imagecodecs' libpng, 1.3-1.6x as fast as OpenCV's reader on the same zlib, the
-  same pixels once RGB is swapped to BGR.
-- OpenCV for the rest (None here): an APNG (acTL before the pixels; OpenCV gives the animation's first
+- still, non-interlaced PNGs of up to 8 bits a sample without a colour key (almost every photo and
+  web graphic), when the 'wuffs' extra is installed: Wuffs, whose own inflate and filters decode 1.4x
+  as fast as libpng on the same photos, straight into OpenCV's order and shape (no swap). It holds
+  the still-filtered image while it decodes (one more image's bytes: DECODE_PEAK in
+  process/budget.py covers it) and releases the GIL. Checksums are verified, so it refuses what
+  libpng refuses; whatever it refuses goes to libpng, whose answer (pixels or its error) stands, so
+  a file's verdict is libpng's as before.
+- the other still, non-interlaced PNGs (16 bits, colour keys), and every one of them without Wuffs:
+  imagecodecs' libpng, 1.3-1.6x as fast as OpenCV's reader on the same zlib, the same pixels once
+  RGB is swapped to BGR.
+- OpenCV for the rest (None here): a grey PNG with a colour key (OpenCV ignores the key), an APNG (acTL before the pixels; OpenCV gives the animation's first
   frame, not the default image libpng gives when that is hidden), Adam7-interlaced ones (imagecodecs'
   libpng warns on stderr for each), a header over OpenCV's own size caps (refused before anything is
   allocated), anything without the signature and a first IHDR.
@@ -45,12 +46,16 @@ _CV_MAX_HEIGHT = int(os.environ.get("OPENCV_IO_MAX_IMAGE_HEIGHT", 1 << 20))
 _CV_MAX_PIXELS = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))
 _MAX_CHUNKS_BEFORE_PIXELS = 4096
 
-_RGB, _PALETTE, _RGBA = 2, 3, 6      # IHDR colour types Wuffs decodes here (8 bits a channel)
-# The pixel format Wuffs writes, chosen as OpenCV's shape: a palette's tRNS (its alpha) makes OpenCV's
-# answer BGRA, as does an alpha channel. An RGB colour key (tRNS) stays with libpng: Wuffs writes the
-# keyed pixels transparent black, libpng keeps their colour under alpha 0. Empty without Wuffs.
-_WUFFS_FORMAT = {(_RGB, False): PixelFormat.BGR,
+_GREY, _RGB, _PALETTE, _GREY_ALPHA, _RGBA = 0, 2, 3, 4, 6     # IHDR colour types
+# The pixel format Wuffs writes for a colour type (and whether it has a tRNS chunk), chosen as
+# OpenCV's shape: grey stays one plane, a palette's tRNS (its alpha) makes OpenCV's answer BGRA, as
+# does an alpha channel. A colour key (tRNS of a grey or RGB PNG) stays with libpng: Wuffs writes the
+# keyed pixels transparent black, libpng keeps their colour under alpha 0. Only up to 8 bits a
+# sample (grey and palette from 1 bit). Empty without Wuffs.
+_WUFFS_FORMAT = {(_GREY, False): PixelFormat.Y, (_RGB, False): PixelFormat.BGR,
                  (_PALETTE, False): PixelFormat.BGR, (_PALETTE, True): PixelFormat.BGRA_NONPREMUL,
+                 (_GREY_ALPHA, False): PixelFormat.BGRA_NONPREMUL,
+                 (_GREY_ALPHA, True): PixelFormat.BGRA_NONPREMUL,
                  (_RGBA, False): PixelFormat.BGRA_NONPREMUL,
                  (_RGBA, True): PixelFormat.BGRA_NONPREMUL} if WUFFS else {}
 
@@ -91,14 +96,16 @@ def decode(data: bytes | memoryview) -> np.ndarray | None:
     """What cv2.imdecode(IMREAD_UNCHANGED) gives for this PNG; None to leave it to OpenCV.
     libpng's errors propagate (the caller's DecodeError)."""
     head = header(data)
-    if head is None:
+    if head is None or (head.colour_type == _GREY and head.has_trns):
+        # A grey colour key: OpenCV ignores it (one plane), libpng expands it to grey+alpha and Wuffs
+        # blacks the keyed pixels, so OpenCV keeps it.
         return None
-    if head.bit_depth == 8:
+    if head.bit_depth <= 8:
         pixel_format = _WUFFS_FORMAT.get((head.colour_type, head.has_trns))
         if pixel_format is not None:
             img = _wuffs(data, pixel_format)
             if img is not None:
-                return img
+                return img[:, :, 0] if pixel_format == PixelFormat.Y else img
     return _libpng(data)
 
 
