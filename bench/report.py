@@ -144,7 +144,7 @@ PNG_CHOICE = (
     "rotating order, best of the rounds; then fit-200 and fit-512 thumbnails (decode, INTER_AREA, PNG "
     "encode) with OpenCV's decoder and decode.py's. Shipped (imaging/png.py; Wuffs with the wuffs "
     "extra, which compiles its binding, published as source only): Wuffs for PNGs of up to 8 "
-    "bits a sample without a colour key, about 2.0x OpenCV's speed and 1.4x imagecodecs' libpng "
+    "bits a sample without a colour key (interlaced too), about 2.0x OpenCV's speed and 1.4x imagecodecs' libpng "
     "(PNG thumbnails 1.4-1.9x OpenCV's), then imagecodecs' libpng for the other still, "
     "non-interlaced PNGs (16 bits, RGB colour keys), OpenCV for the rest (grey colour keys, which "
     "OpenCV ignores and libpng turns into alpha, among them); the same pixels for every kind of PNG. libpng spends "
@@ -153,11 +153,12 @@ PNG_CHOICE = (
     "the GIL, at the cost of holding the still-filtered image while it decodes (2 copies of the image "
     "where libpng held one; the budget's decode peak of 2.1 images covers it). Its binding skips CRC "
     "and Adler-32 checks unless told, so png.py turns them on: a damaged file is refused as libpng "
-    "refuses it, and a file Wuffs refuses goes to libpng, whose answer stands. pyspng holds the GIL "
+    "refuses it, and a file Wuffs refuses goes to libpng (an interlaced one to OpenCV), whose "
+    "answer stands. pyspng holds the GIL "
     "through the whole decode and refuses or changes grey+alpha, tRNS and 16-bit PNGs, as imagecodecs' "
     "spng_decode does; Pillow is slower than OpenCV. OpenCV keeps APNGs (it gives the animation's "
-    "first frame, not a hidden default image), interlaced PNGs (imagecodecs' libpng warns on stderr "
-    "for each) and headers over its own size caps.")
+    "first frame, not a hidden default image), the interlaced PNGs Wuffs does not take (imagecodecs' "
+    "libpng warns on stderr for each) and headers over its own size caps.")
 MEMORY_CHOICE = (
     "`bench/transform_memory_bench.py`: one request through the engine in a fresh process (the "
     "worker's malloc settings), on a 12 MP photo-like source of each kind, and the growth of the "

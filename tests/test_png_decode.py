@@ -29,8 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from png_decode_bench import _chunk, sample_pngs, write_png  # noqa: E402
 
 KINDS = sample_pngs()
-BY_WUFFS = {"RGB", "RGBA", "palette", "palette+tRNS", "RGB+gAMA+sRGB", "grey", "grey+alpha", "1-bit"}
-LEFT_TO_OPENCV = {"grey+tRNS key", "RGB interlaced", "RGBA interlaced", "grey interlaced", "RGB 16-bit interlaced",
+BY_WUFFS = {"RGB", "RGBA", "palette", "palette+tRNS", "RGB+gAMA+sRGB", "grey", "grey+alpha", "1-bit",
+            "RGB interlaced", "RGBA interlaced", "grey interlaced"}
+LEFT_TO_OPENCV = {"grey+tRNS key", "RGB 16-bit interlaced",
                   "APNG (2 frames)", "APNG, default image hidden"}
 
 
@@ -314,4 +315,17 @@ def test_a_grey_colour_key_stays_with_opencv(depth, libpng_calls):
     assert NATIVE["png"](data) is None
     assert opencv(data).shape == (7, 13)
     assert_same(decode_module.decode(data, "png"), cv2.cvtColor(opencv(data), cv2.COLOR_GRAY2BGR))
+    assert libpng_calls == []
+
+
+def test_an_interlaced_png_wuffs_refuses_is_opencvs(libpng_calls):
+    """Wuffs takes Adam7 (1.4x OpenCV's speed); what it refuses goes to OpenCV, as every interlaced
+    PNG did before, never to libpng (which warns on stderr for each)."""
+    pixels = (np.arange(9 * 11 * 3).reshape(9, 11, 3) * 7 % 256).astype(np.uint8)
+    good = write_png(pixels, 2, interlace=True)
+    assert_same(NATIVE["png"](good), opencv(good))
+    broken = _with_bad(good, "IDAT")
+    assert NATIVE["png"](broken) is None and opencv(broken) is None
+    with pytest.raises(DecodeError):
+        decode_module.decode(broken, "png")
     assert libpng_calls == []

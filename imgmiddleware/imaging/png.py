@@ -3,19 +3,19 @@ pixels (issue 19, bench/png_decode_bench.py, docs/BENCHMARKS.md "PNG decode").
 
 One rule, read from the chunk headers before the first IDAT (:func:`header`):
 
-- still, non-interlaced PNGs of up to 8 bits a sample without a colour key (almost every photo and
-  web graphic), when the 'wuffs' extra is installed: Wuffs, whose own inflate and filters decode 1.4x
+- still PNGs of up to 8 bits a sample without a colour key (almost every photo and web graphic,
+  Adam7-interlaced ones too), when the 'wuffs' extra is installed: Wuffs, whose own inflate and filters decode 1.4x
   as fast as libpng on the same photos, straight into OpenCV's order and shape (no swap). It holds
   the still-filtered image while it decodes (one more image's bytes: DECODE_PEAK in
   process/budget.py covers it) and releases the GIL. Checksums are verified, so it refuses what
-  libpng refuses; whatever it refuses goes to libpng, whose answer (pixels or its error) stands, so
-  a file's verdict is libpng's as before.
+  libpng refuses; whatever it refuses goes to libpng (an interlaced one to OpenCV), whose answer
+  (pixels or its error) stands, so a file's verdict is the same as before.
 - the other still, non-interlaced PNGs (16 bits, colour keys), and every one of them without Wuffs:
   imagecodecs' libpng, 1.3-1.6x as fast as OpenCV's reader on the same zlib, the same pixels once
   RGB is swapped to BGR.
 - OpenCV for the rest (None here): a grey PNG with a colour key (OpenCV ignores the key), an APNG (acTL before the pixels; OpenCV gives the animation's first
-  frame, not the default image libpng gives when that is hidden), Adam7-interlaced ones (imagecodecs'
-  libpng warns on stderr for each), a header over OpenCV's own size caps (refused before anything is
+  frame, not the default image libpng gives when that is hidden), the Adam7-interlaced ones Wuffs
+  does not take (imagecodecs' libpng warns on stderr for each), a header over OpenCV's own size caps (refused before anything is
   allocated), anything without the signature and a first IHDR.
 """
 
@@ -64,6 +64,7 @@ class Header(NamedTuple):
     colour_type: int
     bit_depth: int
     has_trns: bool
+    interlaced: bool
 
 
 def header(data: bytes | memoryview) -> Header | None:
@@ -73,7 +74,7 @@ def header(data: bytes | memoryview) -> Header | None:
         return None
     width, height = struct.unpack_from(">II", data, 16)
     bit_depth, colour_type, interlace = data[24], data[25], data[28]
-    if interlace or width > _CV_MAX_WIDTH or height > _CV_MAX_HEIGHT or width * height > _CV_MAX_PIXELS:
+    if width > _CV_MAX_WIDTH or height > _CV_MAX_HEIGHT or width * height > _CV_MAX_PIXELS:
         return None
     has_trns = False
     offset, end = 8, len(data)
@@ -89,7 +90,7 @@ def header(data: bytes | memoryview) -> Header | None:
         offset += 12 + length                   # length, type, payload, CRC
     else:
         return None                             # a file of countless tiny chunks: not walked here
-    return Header(colour_type, bit_depth, has_trns)
+    return Header(colour_type, bit_depth, has_trns, interlace != 0)
 
 
 def decode(data: bytes | memoryview) -> np.ndarray | None:
@@ -106,6 +107,8 @@ def decode(data: bytes | memoryview) -> np.ndarray | None:
             img = _wuffs(data, pixel_format)
             if img is not None:
                 return img[:, :, 0] if pixel_format == PixelFormat.Y else img
+    if head.interlaced:
+        return None                             # OpenCV's: imagecodecs' libpng warns on stderr for each
     return _libpng(data)
 
 
