@@ -49,9 +49,9 @@ _MAX_CHUNKS_BEFORE_PIXELS = 4096
 _GREY, _RGB, _PALETTE, _GREY_ALPHA, _RGBA = 0, 2, 3, 4, 6     # IHDR colour types
 # The pixel format Wuffs writes for a colour type (and whether it has a tRNS chunk), chosen as
 # OpenCV's shape: grey stays one plane, a palette's tRNS (its alpha) makes OpenCV's answer BGRA, as
-# does an alpha channel. A colour key (tRNS of a grey or RGB PNG) stays with libpng: Wuffs writes the
-# keyed pixels transparent black, libpng keeps their colour under alpha 0. Only up to 8 bits a
-# sample (grey and palette from 1 bit). Empty without Wuffs.
+# does an alpha channel. An RGB colour key (tRNS) stays with libpng: Wuffs writes the keyed pixels
+# transparent black, libpng keeps their colour under alpha 0 (a grey one is OpenCV's: decode). Only
+# up to 8 bits a sample (grey and palette from 1 bit). Empty without Wuffs.
 _WUFFS_FORMAT = {(_GREY, False): PixelFormat.Y, (_RGB, False): PixelFormat.BGR,
                  (_PALETTE, False): PixelFormat.BGR, (_PALETTE, True): PixelFormat.BGRA_NONPREMUL,
                  (_GREY_ALPHA, False): PixelFormat.BGRA_NONPREMUL,
