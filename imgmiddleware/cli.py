@@ -7,6 +7,7 @@ import argparse
 import base64
 import ipaddress
 import itertools
+import logging
 import os
 import sys
 import tomllib
@@ -183,8 +184,6 @@ def log_fonts(config: Config, handlers: list | None = None) -> None:
     resolved table through fork. Errors (a name with no face, a face without Chinese) are loud.
     The package's log goes to ``handlers`` (gunicorn's error log, from deploy/gunicorn.conf.py), or
     to standard output in gunicorn's format, unless the application has set up its own."""
-    import logging
-
     from .imaging.fonts import font_table_for
 
     logger = logging.getLogger("imgmiddleware")
@@ -225,6 +224,8 @@ def serve(args: argparse.Namespace) -> int:
     # Printed by the master, once, before gunicorn starts any worker.
     print(f"imgmiddleware {describe_config(args.config)}", flush=True)
     log_fonts(config)
+    from .imaging import png
+    logging.getLogger("imgmiddleware").info(png.decoders())
     overrides = {name: getattr(args, name) for name in
                  ("bind", "workers", "threads", "timeout", "max_requests", "upstream")
                  if getattr(args, name, None) is not None}

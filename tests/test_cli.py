@@ -244,6 +244,12 @@ def test_serve_says_once_which_font_file_serves_each_name(first_run):
     assert not [line for line in first_run.lines if "NO FONT FILE" in line or "NO CHINESE" in line]
 
 
+def test_serve_says_once_which_decoder_reads_png_sources(first_run):
+    """The wuffs extra is optional (it compiles its binding): the master says whether it is in use."""
+    lines = [line for line in first_run.lines if "PNG sources: " in line]
+    assert len(lines) == 1 and "PNG sources: Wuffs (the wuffs extra)" in lines[0], lines
+
+
 def test_every_printed_url_does_what_it_says(first_run):
     """Each URL answers 200; every example on the animated GIF still has its frames (rotate, blur
     or circle would have made it one still frame, so none is printed for it)."""

@@ -252,6 +252,7 @@ def test_without_the_wuffs_extra_every_png_goes_to_libpng():
         "from png_decode_bench import sample_pngs\n"
         "from imgmiddleware.imaging import png\n"
         "assert not png.WUFFS and png._WUFFS_FORMAT == {}\n"
+        "assert 'install imgmiddleware[wuffs]' in png.decoders()\n"
         "calls = []\n"
         "real = png._libpng\n"
         "png._libpng = lambda data: calls.append(1) or real(data)\n"
