@@ -4,18 +4,19 @@ pixels (issue 19, bench/png_decode_bench.py, docs/BENCHMARKS.md "PNG decode").
 One rule, read from the chunk headers before the first IDAT (:func:`header`):
 
 - still PNGs of up to 8 bits a sample without a colour key (almost every photo and web graphic,
-  Adam7-interlaced ones too), when the 'wuffs' extra is installed: Wuffs, whose own inflate and filters decode 1.4x
-  as fast as libpng on the same photos, straight into OpenCV's order and shape (no swap). It holds
-  the still-filtered image while it decodes (one more image's bytes: DECODE_PEAK in
-  process/budget.py covers it) and releases the GIL. Checksums are verified, so it refuses what
-  libpng refuses; whatever it refuses goes to libpng (an interlaced one to OpenCV), whose answer
-  (pixels or its error) stands, so a file's verdict is the same as before.
+  Adam7-interlaced ones too), when the 'wuffs' extra is installed: Wuffs, whose own inflate and
+  filters decode 1.4x as fast as libpng on the same photos, straight into OpenCV's order and shape
+  (no swap). It holds the still-filtered image while it decodes (one more image's bytes:
+  DECODE_PEAK in process/budget.py covers it) and releases the GIL. Checksums are verified, so it
+  refuses what libpng refuses; whatever it refuses goes to libpng (an interlaced one to OpenCV),
+  whose answer (pixels or its error) stands, so a file's verdict is the same as before.
 - the other still, non-interlaced PNGs (16 bits, colour keys), and every one of them without Wuffs:
   imagecodecs' libpng, 1.3-1.6x as fast as OpenCV's reader on the same zlib, the same pixels once
   RGB is swapped to BGR.
-- OpenCV for the rest (None here): a grey PNG with a colour key (OpenCV ignores the key), an APNG (acTL before the pixels; OpenCV gives the animation's first
-  frame, not the default image libpng gives when that is hidden), the Adam7-interlaced ones Wuffs
-  does not take (imagecodecs' libpng warns on stderr for each), a header over OpenCV's own size caps (refused before anything is
+- OpenCV for the rest (None here): a grey PNG with a colour key (OpenCV ignores the key), an APNG
+  (acTL before the pixels; OpenCV gives the animation's first frame, not the default image libpng
+  gives when that is hidden), the Adam7-interlaced ones Wuffs does not take (imagecodecs' libpng
+  warns on stderr for each), a header over OpenCV's own size caps (refused before anything is
   allocated), anything without the signature and a first IHDR.
 """
 
